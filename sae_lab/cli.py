@@ -1,0 +1,62 @@
+"""The Lightning side of the command line: `fit | validate | test | predict` through LightningCLI.
+
+Configs pick the LightningModule and the DataModule by ``class_path`` / ``init_args``; two extra
+top-level keys, ``name`` and ``checkpoint_root``, put checkpoints and TensorBoard logs under
+``<checkpoint_root>/<name>/``; the ``checkpoint`` section configures ModelCheckpoint.
+"""
+
+from __future__ import annotations
+
+import os
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def run_dir(checkpoint_root: str, name: str) -> str:
+    return os.path.join(checkpoint_root, name)
+
+
+class SaeLabCLI(LightningCLI):
+    """LightningCLI with run names, a configurable ModelCheckpoint and our defaults."""
+
+    def __init__(self, args=None, run: bool = True, **kwargs):
+        super().__init__(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "python -m sae_lab"},
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--name", type=str, default="run", help="Run name: outputs go to <checkpoint_root>/<name>/."
+        )
+        parser.add_argument("--checkpoint_root", type=str, default="checkpoints", help="Folder holding all runs.")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.link_arguments(("checkpoint_root", "name"), "checkpoint.dirpath", compute_fn=run_dir)
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if cfg.trainer.get("default_root_dir") is None:
+            cfg.trainer.default_root_dir = run_dir(cfg.checkpoint_root, cfg.name)
+
+
+def lightning_main(args: list[str] | None = None) -> SaeLabCLI:
+    return SaeLabCLI(args=args)

@@ -1,0 +1,144 @@
+"""Writes the sketch world as parquet in the TU-Berlin schema (plus its ground truth).
+
+Layout (what ``datasets.load_dataset(folder)`` reads as splits ``train`` and ``test``)::
+
+    out/
+      data/train-00000-of-00001.parquet   columns: image {bytes: PNG}, label (ClassLabel),
+      data/test-00000-of-00001.parquet             primitives (list of primitive ids),
+      world.json                                   primitive_masks {bytes: 16-bit PNG bitmask}
+
+``primitive_masks`` holds one bit per primitive (bit p set where primitive p's strokes are).
+The folder is written under a temporary name and renamed, so a half-written export is never read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sae_lab.data.world import CLASSES, PRIMITIVES, SketchWorld
+
+WORLD_META = "world.json"
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", optimize=False, compress_level=1)
+    return buf.getvalue()
+
+
+def encode_masks(masks: np.ndarray) -> bytes:
+    """(P, S, S) bool → 16-bit PNG with bit p set where mask p is (P <= 16)."""
+    bits = np.zeros(masks.shape[1:], np.uint16)
+    for p in range(masks.shape[0]):
+        bits |= masks[p].astype(np.uint16) << p
+    return png_bytes(bits)
+
+
+def decode_masks(data: bytes, num_primitives: int) -> np.ndarray:
+    """Inverse of :func:`encode_masks`: (P, S, S) bool."""
+    bits = np.asarray(Image.open(io.BytesIO(data)), dtype=np.int64)
+    return np.stack([(bits >> p) & 1 for p in range(num_primitives)]).astype(bool)
+
+
+def _rows(args: tuple[int, int, int, str, int, int]) -> list[dict]:
+    image_size, seed, supersample, split, start, stop = args
+    world = SketchWorld(image_size=image_size, seed=seed, supersample=supersample)
+    rows = []
+    for i in range(start, stop):
+        s = world.sample(i, split)
+        rows.append(
+            {
+                "image": {"bytes": png_bytes(s.image), "path": None},
+                "label": s.label,
+                "primitives": np.flatnonzero(s.primitives).tolist(),
+                "primitive_masks": {"bytes": encode_masks(s.masks), "path": None},
+            }
+        )
+    return rows
+
+
+def world_features():
+    import datasets
+
+    return datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": datasets.ClassLabel(names=list(CLASSES)),
+            "primitives": datasets.List(datasets.ClassLabel(names=list(PRIMITIVES))),
+            "primitive_masks": datasets.Image(),
+        }
+    )
+
+
+def export_world(
+    out: str | os.PathLike,
+    n_train: int = 8000,
+    n_test: int = 1000,
+    image_size: int = 64,
+    seed: int = 0,
+    supersample: int = 3,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Renders the world and writes it as parquet; returns the folder.
+
+    Raises:
+        FileExistsError: `out` exists and `overwrite` is False.
+    """
+    import datasets
+
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+        shutil.rmtree(out)
+    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "data").mkdir(parents=True)
+    workers = workers or min(4, os.cpu_count() or 1)
+    features = world_features()
+    for split, n in (("train", n_train), ("test", n_test)):
+        chunk = max(64, n // (workers * 4) + 1)
+        jobs = [(image_size, seed, supersample, split, a, min(n, a + chunk)) for a in range(0, n, chunk)]
+        rows: list[dict] = []
+        bar = _progress(progress, n, f"world {split}")
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                for part in pool.map(_rows, jobs):
+                    rows += part
+                    bar.update(len(part))
+        else:
+            for job in jobs:
+                part = _rows(job)
+                rows += part
+                bar.update(len(part))
+        bar.close()
+        table = datasets.Dataset.from_list(rows, features=features)
+        table.to_parquet(str(tmp / "data" / f"{split}-00000-of-00001.parquet"))
+    meta = {
+        "primitives": list(PRIMITIVES),
+        "classes": {name: list(prims) for name, prims in CLASSES.items()},
+        "image_size": image_size,
+        "seed": seed,
+        "supersample": supersample,
+        "n_train": n_train,
+        "n_test": n_test,
+    }
+    (tmp / WORLD_META).write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, out)
+    return out
+
+
+def _progress(enabled: bool, total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, unit="img", leave=False)

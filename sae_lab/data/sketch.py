@@ -1,0 +1,303 @@
+"""SketchDataModule: TU-Berlin-format parquet (local folder or hub id) or the built-in sketch world.
+
+Both go through the same path: the world is first written as parquet (once, into ``cache_dir``)
+and then read with ``datasets`` like any other source, memory-mapped, never loaded whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from sae_lab.data.export import WORLD_META, decode_masks, export_world
+from sae_lab.data.images import ImageDecodeError, load_image_tensor
+from sae_lab.data.world import CLASSES, PRIMITIVES
+
+log = logging.getLogger(__name__)
+REQUIRED_COLUMNS = ("image", "label")
+
+
+class DataSourceError(ValueError):
+    """The configured data source is missing or not in the TU-Berlin schema."""
+
+
+def looks_like_hub_id(data: str) -> bool:
+    return data.count("/") == 1 and not data.startswith((".", "/", "~")) and not os.path.exists(data)
+
+
+def parquet_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.parquet") if not any(part.startswith(".") for part in p.parts))
+
+
+def read_schema_info(folder: Path) -> tuple[list[str], list[str] | None]:
+    """Column names and ClassLabel names of the first parquet file, read from its footer only."""
+    import pyarrow.parquet as pq
+
+    files = parquet_files(folder)
+    if not files:
+        raise DataSourceError(f"no .parquet files under {folder}")
+    schema = pq.read_schema(files[0])
+    names = None
+    meta = (schema.metadata or {}).get(b"huggingface")
+    if meta:
+        label = json.loads(meta).get("info", {}).get("features", {}).get("label", {})
+        names = label.get("names")
+    return list(schema.names), names
+
+
+def check_columns(columns, where: str) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise DataSourceError(
+            f"{where} lacks the column(s) {missing} of the TU-Berlin schema "
+            f"(expected 'image' {{bytes: PNG}} and 'label' int); it has {list(columns)}"
+        )
+
+
+def augment(x: torch.Tensor) -> torch.Tensor:
+    """Training augmentation on a (1, S, S) ink image: small affine, flip, stroke thickness jitter."""
+    if torch.rand(()) < 0.5:
+        x = x.flip(-1)
+    angle = math.radians(float(torch.empty(()).uniform_(-10, 10)))
+    scale = float(torch.empty(()).uniform_(0.9, 1.1))
+    tx, ty = (float(v) for v in torch.empty(2).uniform_(-0.06, 0.06))
+    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+    theta = torch.tensor([[cos, -sin, tx], [sin, cos, ty]], dtype=x.dtype)
+    grid = F.affine_grid(theta[None], [1, *x.shape], align_corners=False)
+    x = F.grid_sample(x[None], grid, align_corners=False, padding_mode="zeros")[0]
+    r = float(torch.rand(()))
+    if r < 0.25:  # thicker strokes: one-pixel dilation
+        x = F.max_pool2d(F.pad(x[None], (0, 1, 0, 1)), 2, stride=1)[0]
+    elif r < 0.5:  # thinner strokes: soften the stroke edges
+        x = 0.5 * (x - F.max_pool2d(-F.pad(x[None], (0, 1, 0, 1)), 2, stride=1)[0])
+    return x.clamp_(0, 1)
+
+
+class SketchDataset(Dataset):
+    """Rows of a Hugging Face dataset (image column not decoded) → ink tensors.
+
+    Items are dicts: ``image`` (1, S, S), ``label``, ``index`` (row in the source split) and, with
+    ``annotations``, ``primitives`` (P,) multi-hot and ``masks`` (P, S, S) bool. A row whose image
+    cannot be decoded yields None (see :func:`collate_skip_corrupt`) with a warning naming it.
+    """
+
+    def __init__(self, hf_dataset, image_size: int, augment: bool = False, annotations: bool = False, name: str = ""):
+        self.ds = hf_dataset
+        self.image_size = image_size
+        self.augment = augment
+        self.annotations = annotations and "primitive_masks" in hf_dataset.column_names
+        self.name = name
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        row = self.ds[int(i)]
+        index = int(row.get("row", i))
+        try:
+            image = load_image_tensor(row["image"]["bytes"], self.image_size)
+        except (ImageDecodeError, TypeError, KeyError) as e:
+            self.skipped += 1
+            warnings.warn(
+                f"skipping corrupt image: row {index} of {self.name or 'dataset'} ({e}); "
+                f"{self.skipped} skipped so far in this worker",
+                stacklevel=2,
+            )
+            return None
+        if self.augment:
+            image = augment(image)
+        item = {"image": image, "label": int(row["label"]), "index": index}
+        if self.annotations:
+            prim = torch.zeros(len(PRIMITIVES))
+            prim[list(row["primitives"])] = 1.0
+            masks = torch.from_numpy(decode_masks(row["primitive_masks"]["bytes"], len(PRIMITIVES)))
+            if masks.shape[-1] != self.image_size:
+                masks = F.interpolate(masks[None].float(), size=self.image_size, mode="area")[0] >= 0.25
+            item["primitives"], item["masks"] = prim, masks
+        return item
+
+
+def collate_skip_corrupt(items):
+    """Default collation after dropping corrupt rows (None); None when the whole batch was corrupt."""
+    items = [it for it in items if it is not None]
+    if not items:
+        return None
+    return torch.utils.data.default_collate(items)
+
+
+class SketchDataModule(L.LightningDataModule):
+    """Sketches for the classifier and every later stage.
+
+    Args:
+        data: "world" for the built-in sketch world, a local folder of TU-Berlin-format parquet, or a
+            Hugging Face hub id such as "kmewhort/tu-berlin-png".
+        image_size: side of the square 1-channel images fed to the classifier.
+        batch_size: images per batch (per device under DDP).
+        num_workers: DataLoader worker processes.
+        val_fraction: share of the training split held out, stratified, as validation.
+        split_seed: seed of the stratified validation split.
+        augment: apply training augmentation (affine, flip, stroke thickness).
+        test_split: split used by `test`; None uses the held-out validation set (TU-Berlin's own
+            test split overlaps train).
+        annotations: also yield the sketch world's primitive multi-hot and masks.
+        world_train: sketch world training images.
+        world_test: sketch world held-out test images.
+        world_seed: sketch world seed.
+        cache_dir: where the sketch world's parquet is written.
+    """
+
+    def __init__(
+        self,
+        data: str = "world",
+        image_size: int = 64,
+        batch_size: int = 128,
+        num_workers: int = 2,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        augment: bool = True,
+        test_split: str | None = None,
+        annotations: bool = False,
+        world_train: int = 8000,
+        world_test: int = 1000,
+        world_seed: int = 0,
+        cache_dir: str = "data_cache",
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        self.is_world = data == "world"
+        if self.is_world:
+            key = hashlib.sha1(f"{world_seed}-{image_size}-{world_train}-{world_test}".encode()).hexdigest()[:10]
+            self.source = Path(cache_dir) / f"world-{key}"
+            self._class_names: list[str] | None = list(CLASSES)
+        elif looks_like_hub_id(data):
+            self.source = data
+            self._class_names = None
+        else:
+            self.source = Path(data).expanduser()
+            if not self.source.exists():
+                raise DataSourceError(
+                    f"data path {str(self.source)!r} does not exist (give a folder of TU-Berlin-format parquet, "
+                    "a hub id such as 'kmewhort/tu-berlin-png', or 'world')"
+                )
+            columns, self._class_names = read_schema_info(self.source)
+            check_columns(columns, f"parquet under {self.source}")
+        self.datasets: dict[str, SketchDataset] = {}
+
+    # ----------------------------------------------------------------- metadata
+    @property
+    def class_names(self) -> list[str]:
+        if self._class_names is None:
+            self._class_names = self._load_class_names()
+        return self._class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def primitive_names(self) -> list[str] | None:
+        return list(PRIMITIVES) if self.is_world else None
+
+    def _load_class_names(self) -> list[str]:
+        import datasets
+
+        if isinstance(self.source, str):  # hub id: features come from the dataset card
+            features = datasets.load_dataset_builder(self.source).info.features or {}
+            label = features.get("label")
+            if label is not None and hasattr(label, "names"):
+                return list(label.names)
+        ds = self._load_split("train")
+        label = ds.features["label"]
+        if hasattr(label, "names"):
+            return list(label.names)
+        n = int(max(ds["label"])) + 1
+        warnings.warn(f"'label' of {self.source} has no class names; using class_0..class_{n - 1}", stacklevel=2)
+        return [f"class_{i}" for i in range(n)]
+
+    # ----------------------------------------------------------------- loading
+    def prepare_data(self) -> None:
+        if self.is_world and not (self.source / WORLD_META).exists():
+            hp = self.hparams
+            export_world(self.source, hp.world_train, hp.world_test, hp.image_size, hp.world_seed, overwrite=True)
+
+    def _load_split(self, split: str):
+        import datasets
+
+        try:
+            dsd = datasets.load_dataset(str(self.source))
+        except FileNotFoundError as e:
+            raise DataSourceError(f"cannot load data from {self.source}: {e}") from e
+        if split not in dsd:
+            raise DataSourceError(f"{self.source} has no split {split!r}; it has {list(dsd)}")
+        ds = dsd[split]
+        check_columns(ds.column_names, f"split {split!r} of {self.source}")
+        ds = ds.cast_column("image", datasets.Image(decode=False))
+        if "primitive_masks" in ds.column_names:
+            ds = ds.cast_column("primitive_masks", datasets.Image(decode=False))
+        if not isinstance(ds.features["label"], datasets.ClassLabel):
+            ds = ds.cast_column("label", datasets.ClassLabel(names=self.class_names))
+        return ds
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        if self.is_world:
+            self.prepare_data()  # no-op when rank 0 already wrote it
+        hp = self.hparams
+        full = self._load_split("train")
+        if len(full) < 2:
+            raise DataSourceError(f"{self.source} has {len(full)} training rows; need at least 2")
+        full = full.add_column("row", list(range(len(full))))
+        try:
+            parts = full.train_test_split(test_size=hp.val_fraction, stratify_by_column="label", seed=hp.split_seed)
+        except ValueError as e:  # fewer held-out rows than classes, or a class with a single row
+            warnings.warn(f"validation split is not stratified ({e})", stacklevel=2)
+            parts = full.train_test_split(test_size=hp.val_fraction, seed=hp.split_seed)
+        size, ann = hp.image_size, hp.annotations
+        self.datasets["train"] = SketchDataset(parts["train"], size, hp.augment, ann, "train")
+        self.datasets["val"] = SketchDataset(parts["test"], size, False, ann, "val")
+        test_split = hp.test_split
+        if test_split is not None:
+            test = self._load_split(test_split)
+            test = test.add_column("row", list(range(len(test))))
+            self.datasets["test"] = SketchDataset(test, size, False, ann, test_split)
+        else:
+            self.datasets["test"] = self.datasets["val"]
+        log.info("sketches: %s", {k: len(v) for k, v in self.datasets.items()})
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        hp = self.hparams
+        return DataLoader(
+            self.datasets[split],
+            batch_size=hp.batch_size,
+            shuffle=shuffle,
+            num_workers=hp.num_workers,
+            collate_fn=collate_skip_corrupt,
+            persistent_workers=hp.num_workers > 0,
+            drop_last=shuffle and len(self.datasets[split]) > hp.batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
