@@ -43,3 +43,22 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, env_extra: dict | None 
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def classifier_ckpt(world_dir, tmp_path_factory) -> Path:
+    """A classifier checkpoint trained for a few steps on the test world (weights barely matter)."""
+    import lightning as L
+
+    from sae_lab.data.sketch import SketchDataModule
+    from sae_lab.lit.classifier import ClassifierModule
+
+    L.seed_everything(0, verbose=False)
+    dm = SketchDataModule(str(world_dir), image_size=IMAGE_SIZE, batch_size=16, num_workers=0, val_fraction=0.25,
+                          test_split="test")  # fmt: skip
+    trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1)  # fmt: skip
+    trainer.fit(ClassifierModule(), datamodule=dm)
+    path = tmp_path_factory.mktemp("classifier") / "best.ckpt"
+    trainer.save_checkpoint(path)
+    return path
