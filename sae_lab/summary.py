@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,20 @@ def read_summary(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _finite(value: Any) -> Any:
+    """NaN and infinities become null: JSON has no spelling for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def update_summary(path: str | os.PathLike, block: str, values: dict[str, Any]) -> dict[str, Any]:
     """Sets `block` in the summary at `path` (keeping the other blocks) and returns the whole summary."""
     summary = read_summary(path)
-    summary[block] = values
-    atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
+    summary[block] = _finite(values)
+    atomic_write_text(path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary

@@ -7,6 +7,7 @@ interrupted quickstart started again continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,22 @@ from sae_lab.summary import read_summary, update_summary
 HELP = "run every stage on the built-in sketch world on CPU (checkpoints/quickstart, reports/quickstart)"
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "quickstart"
 
+SMOKE_CLASSIFIER = [
+    "--data.init_args.world_train", "320",
+    "--data.init_args.world_test", "64",
+    "--data.init_args.batch_size", "32",
+    "--data.init_args.num_workers", "0",
+    "--trainer.max_epochs", "1",
+    "--trainer.limit_train_batches", "3",
+    "--trainer.limit_val_batches", "2",
+]  # fmt: skip
+SMOKE_SAE = [
+    "--model.init_args.num_latents", "64",
+    "--data.init_args.batch_size", "256",
+    "--trainer.max_epochs", "1",
+    "--trainer.limit_train_batches", "3",
+]  # fmt: skip
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", default=".", help="folder that receives checkpoints/, reports/ and data_cache/")
@@ -24,63 +41,91 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoke", action="store_true", help="a tiny, fast run that checks the plumbing (for tests)")
 
 
-def _classifier_args(args: argparse.Namespace, root: Path) -> list[str]:
-    out = [
-        "fit",
-        "--config",
-        str(CONFIGS / "classifier.yaml"),
-        "--checkpoint_root",
-        str(root / "checkpoints"),
-        "--trainer.accelerator",
-        args.accelerator,
-        "--data.init_args.cache_dir",
-        str(root / "data_cache"),
-    ]
-    if args.smoke:
-        out += [
-            "--data.init_args.world_train", "320",
-            "--data.init_args.world_test", "64",
-            "--data.init_args.batch_size", "32",
-            "--data.init_args.num_workers", "0",
-            "--trainer.max_epochs", "1",
-            "--trainer.limit_train_batches", "3",
-            "--trainer.limit_val_batches", "2",
-            "--trainer.enable_progress_bar", "false",
-        ]  # fmt: skip
-    return out
-
-
-def stage_classifier(args: argparse.Namespace, root: Path, summary_path: Path) -> dict:
+def run_fit(cli_args: list[str]):
+    """Runs `python -m sae_lab fit ARGS` in this process; returns the LightningCLI."""
     from sae_lab.cli import SaeLabCLI
 
-    ckpt_dir = root / "checkpoints" / "quickstart" / "classifier"
-    done = read_summary(summary_path).get("classifier")
-    if done and (ckpt_dir / "best.ckpt").exists() and not args.force:
-        print(f"[quickstart] classifier: already trained ({ckpt_dir}), val_acc={done['val_acc']:.4f}")
-        return done
-    cli_args = _classifier_args(args, root)
-    if (ckpt_dir / "last.ckpt").exists() and not args.force:
-        print(f"[quickstart] classifier: resuming from {ckpt_dir / 'last.ckpt'}")
-        cli_args += ["--ckpt_path", str(ckpt_dir / "last.ckpt")]
-    t0 = time.perf_counter()
     argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI reads sys.argv too; give it only `cli_args`
     try:
-        cli = SaeLabCLI(args=cli_args)
+        return SaeLabCLI(args=["fit", *cli_args])
     finally:
         sys.argv = argv
-    seconds = time.perf_counter() - t0
-    score = cli.trainer.checkpoint_callback.best_model_score
-    val_acc = float(score) if score is not None else float(cli.trainer.callback_metrics["val/acc"])
-    block = {"val_acc": round(val_acc, 4), "seconds": round(seconds, 1), "checkpoint": str(ckpt_dir / "best.ckpt")}
-    print(f"[quickstart] classifier: val_acc={val_acc:.4f} in {seconds:.0f}s")
-    return block
+
+
+class Quickstart:
+    """The stages, in order; each returns its summary.json block."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.root = Path(args.root)
+        self.ckpt_root = self.root / "checkpoints"
+        self.run_dir = self.ckpt_root / "quickstart"
+        self.summary_path = self.root / "reports" / "quickstart" / "summary.json"
+
+    def common(self, config: str) -> list[str]:
+        out = ["--config", str(CONFIGS / config), "--checkpoint_root", str(self.ckpt_root),
+               "--trainer.accelerator", self.args.accelerator]  # fmt: skip
+        return out + (["--trainer.enable_progress_bar", "false"] if self.args.smoke else [])
+
+    def finished(self, block: str, *files: Path) -> dict | None:
+        done = read_summary(self.summary_path).get(block)
+        if done and all(f.exists() for f in files) and not self.args.force:
+            return done
+        return None
+
+    def fit_stage(self, block: str, ckpt_dir: Path, cli_args: list[str], done_file: Path):
+        """Runs a `fit`, resuming from last.ckpt when an earlier run died; returns (cli, seconds) or the done block."""
+        done = self.finished(block, done_file)
+        if done:
+            print(f"[quickstart] {block}: already done ({ckpt_dir}); --force re-runs it")
+            return None, done
+        if (ckpt_dir / "last.ckpt").exists() and not self.args.force:
+            print(f"[quickstart] {block}: resuming from {ckpt_dir / 'last.ckpt'}")
+            cli_args = [*cli_args, "--ckpt_path", str(ckpt_dir / "last.ckpt")]
+        t0 = time.perf_counter()
+        cli = run_fit(cli_args)
+        return cli, round(time.perf_counter() - t0, 1)
+
+    def classifier(self) -> dict:
+        ckpt_dir = self.run_dir / "classifier"
+        args = self.common("classifier.yaml") + ["--data.init_args.cache_dir", str(self.root / "data_cache")]
+        cli, seconds = self.fit_stage("classifier", ckpt_dir, args + (SMOKE_CLASSIFIER if self.args.smoke else []),
+                                      ckpt_dir / "best.ckpt")  # fmt: skip
+        if cli is None:
+            return seconds
+        score = cli.trainer.checkpoint_callback.best_model_score
+        val_acc = float(score) if score is not None else float(cli.trainer.callback_metrics["val/acc"])
+        print(f"[quickstart] classifier: val_acc={val_acc:.4f} in {seconds:.0f}s")
+        return {"val_acc": round(val_acc, 4), "seconds": seconds}
+
+    def sae(self) -> dict:
+        ckpt_dir = self.run_dir / "sae"
+        args = self.common("sae.yaml") + ["--data.init_args.classifier", str(self.run_dir / "classifier/best.ckpt")]
+        cli, seconds = self.fit_stage("sae", ckpt_dir, args + (SMOKE_SAE if self.args.smoke else []),
+                                      ckpt_dir / "sae.safetensors")  # fmt: skip
+        if cli is None:
+            return seconds
+        val = json.loads((ckpt_dir / "cfg.json").read_text())["metadata"]["val"]
+        block = {k: round(val[k], 4) for k in ("fvu", "l0", "dead_frac", "acc_recovered", "kl")}
+        block["seconds"] = seconds
+        print("[quickstart] sae: " + ", ".join(f"{k}={v}" for k, v in block.items()))
+        return block
+
+    def run(self) -> dict:
+        """Runs every stage; total_seconds is this run's wall time plus the recorded time of skipped stages."""
+        t0 = time.perf_counter()
+        skipped = 0.0
+        for block in ("classifier", "sae"):
+            before = read_summary(self.summary_path).get(block)
+            values = getattr(self, block)()
+            if values is before or (before is not None and values == before):
+                skipped += float(values.get("seconds", 0.0))
+            update_summary(self.summary_path, block, values)
+        return update_summary(self.summary_path, "total_seconds", round(time.perf_counter() - t0 + skipped, 1))
 
 
 def run(args: argparse.Namespace) -> int:
-    root = Path(args.root)
-    summary_path = root / "reports" / "quickstart" / "summary.json"
-    t0 = time.perf_counter()
-    update_summary(summary_path, "classifier", stage_classifier(args, root, summary_path))
-    summary = update_summary(summary_path, "total_seconds", round(time.perf_counter() - t0, 1))
-    print(f"[quickstart] done in {summary['total_seconds']:.0f}s; figures in {summary_path}")
+    summary = Quickstart(args).run()
+    where = Path(args.root) / "reports/quickstart/summary.json"
+    print(f"[quickstart] done in {summary['total_seconds']:.0f}s; figures in {where}")
     return 0

@@ -43,3 +43,34 @@ class RecordRun(L.Callback):
             "world_size": trainer.world_size,
         }
         (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class RecordSaeState(L.Callback):
+    """Writes what a resumed SAE run starts from: step, dead-latent counters, optimizer state."""
+
+    def __init__(self, out: str):
+        self.out = Path(out)
+
+    def on_train_start(self, trainer, pl_module):
+        opt = trainer.optimizers[0]
+        states = [opt.state[p] for p in opt.param_groups[0]["params"]]
+        record = {
+            "global_step": trainer.global_step,
+            "tokens_since_fired": pl_module.tokens_since_fired.tolist(),
+            "adam_step": [float(s["step"]) if s else 0.0 for s in states],
+            "exp_avg_norm": [float(s["exp_avg"].norm()) if s else 0.0 for s in states],
+        }
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(json.dumps(record))
+
+
+class RecordMetrics(L.Callback):
+    """Writes every rank's logged metrics at the end of fit."""
+
+    def __init__(self, out: str):
+        self.out = Path(out)
+
+    def on_fit_end(self, trainer, pl_module):
+        self.out.mkdir(parents=True, exist_ok=True)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        (self.out / f"metrics{trainer.global_rank}.json").write_text(json.dumps(metrics))

@@ -1,0 +1,237 @@
+"""Files of the neuron report: exemplar PNGs with activation heatmaps, sprites, ``neurons.jsonl``, ``report.json``.
+
+Everything is first written into a staging folder beside the run folder (``reports/.<run>.tmp-<pid>``) and
+moved into place by :func:`commit`, ``neurons.jsonl`` (the marker of a finished report) after the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+NEURONS = "neurons.jsonl"
+REPORT = "report.json"
+INDEX = "index.html"
+SPRITES = "sprites"
+EXEMPLARS = "exemplars"
+TILE = 64
+"""Side in pixels of one exemplar image (and of one sprite tile)."""
+SPRITE_GAP = 2
+"""White pixels between sprite tiles."""
+
+# Anchors of an inferno-like colormap (dark purple → red → orange → pale yellow) for the heatmap overlay.
+_ANCHORS = np.array([[40, 11, 84], [120, 28, 109], [200, 58, 73], [244, 125, 21], [252, 230, 120]], np.float32)
+_LUT = np.stack([np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, 5), _ANCHORS[:, c]) for c in range(3)], 1)
+
+
+def staging_dir(run_dir: Path) -> Path:
+    """Where a report is assembled before :func:`commit` moves it into ``run_dir``."""
+    return run_dir.parent / f".{run_dir.name}.tmp-{os.getpid()}"
+
+
+def has_report(run_dir: Path) -> bool:
+    return (run_dir / NEURONS).is_file()
+
+
+def plain(value: Any, ndigits: int = 6) -> Any:
+    """A JSON-ready copy: tensors/numpy scalars unwrapped, floats rounded, NaN/inf → None."""
+    if isinstance(value, (Tensor, np.ndarray)):
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return round(value, ndigits) if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): plain(v, ndigits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v, ndigits) for v in value]
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write to a temporary name beside ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_text(path, json.dumps(plain(value), indent=1, allow_nan=False) + "\n")
+
+
+def write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
+    """One compact JSON object per line (``ensure_ascii=False``), written atomically."""
+    lines = [json.dumps(plain(r), separators=(",", ":"), ensure_ascii=False, allow_nan=False) for r in records]
+    write_text(path, "".join(line + "\n" for line in lines))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Objects of a JSON-lines file; blank and unparsable lines are skipped (a half-appended last line)."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+def exemplar_path(latent: int, rank: int) -> str:
+    return f"{EXEMPLARS}/{latent:05d}/{rank:02d}.png"
+
+
+def sprite_path(latent: int) -> str:
+    return f"{SPRITES}/{latent:05d}.png"
+
+
+def heatmap_tiles(images: Tensor, maps: Tensor, vmax: float | Tensor, tile: int = TILE) -> np.ndarray:
+    """Grey sketches with a semi-transparent activation heatmap, bilinearly upsampled from the token grid.
+
+    Args:
+        images: (n, S, S) ink in [0, 1] (stroke = 1, paper = 0).
+        maps: (n, H, W) token activations of one latent.
+        vmax: activation mapped to the top of the colormap (the latent's largest, so its tiles compare).
+        tile: output side in pixels.
+
+    Returns:
+        (n, tile, tile, 3) uint8 RGB.
+    """
+    ink = images.float()[:, None]
+    if ink.shape[-1] != tile:
+        ink = F.interpolate(ink, size=(tile, tile), mode="area" if ink.shape[-1] > tile else "bilinear")
+    ink = ink[:, 0].clamp(0, 1).numpy()
+    heat = F.interpolate(maps.float()[:, None], size=(tile, tile), mode="bilinear", align_corners=False)[:, 0]
+    vmax = torch.as_tensor(vmax, dtype=torch.float32).clamp_min(1e-12)
+    heat = (heat / vmax).clamp(0, 1).numpy()
+    paper = 255.0 * (1.0 - 0.15 * ink)[..., None]
+    colour = _LUT[(heat * 255).astype(np.int64)]
+    alpha = np.where(heat > 0.02, 0.2 + 0.5 * heat, 0.0)[..., None]
+    rgb = paper * (1 - alpha) + colour * alpha
+    rgb = rgb * (1.0 - 0.85 * ink)[..., None]  # strokes stay dark on top of the heatmap
+    return rgb.clip(0, 255).astype(np.uint8)
+
+
+def sprite(tiles: np.ndarray, columns: int | None = None, gap: int = SPRITE_GAP) -> np.ndarray:
+    """Tiles (n, t, t, 3) in a grid, row-major, ``columns`` wide (default ⌈√n⌉), white gaps between them."""
+    n, t = len(tiles), tiles.shape[1]
+    columns = columns or max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / columns))
+    out = np.full((rows * t + (rows - 1) * gap, columns * t + (columns - 1) * gap, 3), 255, np.uint8)
+    for j, img in enumerate(tiles):
+        r, c = divmod(j, columns)
+        out[r * (t + gap) : r * (t + gap) + t, c * (t + gap) : c * (t + gap) + t] = img
+    return out
+
+
+def save_png(path: Path, rgb: np.ndarray) -> None:
+    """Save an RGB array as PNG (palette-quantised when it has few colours: smaller files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(rgb, "RGB")
+    img.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=False)
+
+
+def write_exemplar_images(
+    root: Path,
+    latents: list[int],
+    positions: Tensor,
+    z_max: Tensor,
+    maps: Tensor,
+    grid: tuple[int, int],
+    load_image: Callable[[int], Tensor],
+    on_latent: Callable[[], None] | None = None,
+) -> dict[int, tuple[str, list[str]]]:
+    """Per latent: one PNG per exemplar and a sprite of all of them, heatmaps on the latent's own scale.
+
+    Args:
+        root: the staging folder.
+        latents: latents to draw.
+        positions: (M, N) dataset positions of the exemplars (−1 pads).
+        z_max: (M, N) their z_max (a tile is drawn only where it is > 0).
+        maps: (M, N, T) their token activation maps.
+        grid: (H, W) of the token grid.
+        load_image: position → (1, S, S) or (S, S) ink image.
+        on_latent: called after each latent (progress).
+
+    Returns:
+        {latent: (sprite path, [exemplar paths])}, paths relative to ``root``.
+    """
+    cache: dict[int, Tensor] = {}  # position → (TILE, TILE) uint8 ink: bounded by the distinct exemplar images
+
+    def image(pos: int) -> Tensor:
+        if pos not in cache:
+            ink = load_image(pos).float()
+            ink = ink.reshape(1, 1, *ink.shape[-2:])
+            if ink.shape[-1] != TILE:
+                ink = F.interpolate(ink, size=(TILE, TILE), mode="area" if ink.shape[-1] > TILE else "bilinear")
+            cache[pos] = (ink[0, 0].clamp(0, 1) * 255).round().to(torch.uint8)
+        return cache[pos].float() / 255
+
+    out: dict[int, tuple[str, list[str]]] = {}
+    h, w = grid
+    for i in latents:
+        keep = ((positions[i] >= 0) & (z_max[i] > 0)).nonzero().squeeze(1)
+        if len(keep) == 0:
+            if on_latent:
+                on_latent()
+            continue
+        imgs = torch.stack([image(int(positions[i, j])) for j in keep])
+        tiles = heatmap_tiles(imgs, maps[i, keep].reshape(-1, h, w), z_max[i, keep].max())
+        paths = []
+        for rank, tile in enumerate(tiles):
+            paths.append(exemplar_path(i, rank))
+            save_png(root / paths[-1], tile)
+        save_png(root / sprite_path(i), sprite(tiles))
+        out[i] = (sprite_path(i), paths)
+        if on_latent:
+            on_latent()
+    return out
+
+
+def commit(staging: Path, run_dir: Path, overwrite: bool) -> None:
+    """Move a finished report from ``staging`` into ``run_dir``, leaving unrelated files there alone.
+
+    The old report's ``neurons.jsonl`` and ``index.html`` go first and the new ``neurons.jsonl`` goes last, so an
+    interruption never leaves a folder that looks like a complete report.
+
+    Raises:
+        FileExistsError: ``run_dir`` already holds a report and ``overwrite`` is False.
+    """
+    if has_report(run_dir) and not overwrite:
+        raise FileExistsError(f"{run_dir} already holds a report ({NEURONS}); pass --overwrite to replace it")
+    if not run_dir.exists():
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, run_dir)
+        return
+    for name in (NEURONS, INDEX):
+        (run_dir / name).unlink(missing_ok=True)
+    trash = staging / ".old"
+    trash.mkdir(exist_ok=True)
+    for name in (SPRITES, EXEMPLARS):
+        if (run_dir / name).exists():
+            os.replace(run_dir / name, trash / name)
+        if (staging / name).exists():
+            os.replace(staging / name, run_dir / name)
+    for name in (REPORT, INDEX, NEURONS):
+        os.replace(staging / name, run_dir / name)
+    shutil.rmtree(staging, ignore_errors=True)
