@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sae_lab.commands import cache_tokens, quickstart, world
+from sae_lab.commands import cache_tokens, quickstart, report, world
 
 
 @dataclass(frozen=True)
@@ -24,5 +24,6 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "world": Command(world.HELP, world.add_arguments, world.run),
     "cache-tokens": Command(cache_tokens.HELP, cache_tokens.add_arguments, cache_tokens.run),
+    "report": Command(report.HELP, report.add_arguments, report.run),
     "quickstart": Command(quickstart.HELP, quickstart.add_arguments, quickstart.run),
 }

@@ -10,6 +10,7 @@ ranking and ground truth, and the files (``writer``, ``html``), assembled in a s
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -41,8 +42,6 @@ from sae_lab.report import writer
 
 MATCH_AUC = 0.9
 """A latent matches a primitive, and the primitive is recovered, at image-level AUC ≥ this (DESIGN.md)."""
-NUM_CLASSES_LISTED = 5
-"""Top classes and anti-classes per latent."""
 _ROWS_IN_RAM = 2 << 30
 """Per-image statistics rows above this many bytes go to memory-mapped files in the staging folder."""
 _ACT_ELEMENTS = 1 << 24
@@ -169,10 +168,14 @@ def stream_statistics(
             continue
         pos = batch["position"].long()
         rows[pos] = batch["index"].long()
-        for sl in _chunks(len(pos), batch, m):
-            fmap = net.features(batch["image"][sl].to(device))
-            b, _, h, w = fmap.shape
-            grid = (h, w)
+        fmap_all = net.features(batch["image"].to(device))
+        _, _, h, w = fmap_all.shape
+        grid = (h, w)
+        step = max(1, _ACT_ELEMENTS // (h * w * m))
+        for a in range(0, len(pos), step):
+            sl = slice(a, a + step)
+            fmap = fmap_all[sl]
+            b = len(fmap)
             acts = sae.dense_acts(sae.standardize(fmap_to_tokens(fmap)))  # (B·T, M)
             # The SAE decodes TopK(ReLU(pre)) = TopK of these dense codes: count its firing from them.
             top_vals, top_idx = acts.topk(k, dim=1, sorted=False)
@@ -183,7 +186,7 @@ def stream_statistics(
             on_image[owner[fired], top_idx[fired]] = True
             image_fire += on_image.sum(0)
             masks = batch.get("masks") if num_primitives else None
-            token_masks = None if masks is None else pool_masks(masks[sl].to(device), (h, w))
+            token_masks = None if masks is None else pool_masks(masks[sl].to(device), grid)
             primitives = batch["primitives"][sl] if num_primitives else None
             stats.update(acts.view(b, h * w, m), batch["label"][sl], pos[sl], primitives, token_masks)
             if len(ko):
@@ -194,14 +197,6 @@ def stream_statistics(
         stats, token_fire, image_fire, rows, fmaps = _merge_ranks(stats, token_fire, image_fire, rows, fmaps, ko)
         grid = tuple(max(g) for g in zip(*_all_gather(grid)))
     return StatsPass(stats, token_fire.cpu(), image_fire.cpu(), fmaps, rows, grid, time.perf_counter() - t0)
-
-
-def _chunks(n: int, batch: dict, num_latents: int) -> list[slice]:
-    """Image slices of a batch small enough that the (tokens, M) dense codes stay under ``_ACT_ELEMENTS``."""
-    side = batch["image"].shape[-1]
-    tokens_guess = max(1, (side // 8) ** 2)  # a generous guess; the exact grid is only known after features()
-    step = max(1, _ACT_ELEMENTS // (tokens_guess * num_latents))
-    return [slice(a, min(n, a + step)) for a in range(0, n, step)]
 
 
 def _keep_exemplar_fmaps(fmaps: dict[int, Tensor], needed: Tensor, pos: Tensor, fmap: Tensor) -> None:
@@ -249,7 +244,7 @@ def analyse(
     result = sp.stats.compute(lens)
     m, c = result.pmi.shape
     dead = sp.topk_token_fire == 0
-    top, anti = rank_classes(result.score, NUM_CLASSES_LISTED)
+    top, anti = rank_classes(result.score, writer.NUM_LISTED)
     measured = torch.full((m, c), torch.nan, dtype=torch.float64)
     comparison, corr_dataset = None, float("nan")
     if knockout_latents is not None and len(knockout_latents) and sp.fmaps:
@@ -315,5 +310,273 @@ def rows_store(num_images: int, num_latents: int, staging: Path) -> Path | None:
     return staging / ".stats" if num_images * num_latents * 8 > _ROWS_IN_RAM else None
 
 
-def clean_staging(staging: Path) -> None:
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def load_sae(sae_dir: str | Path, device: torch.device | str = "cpu"):
+    """The exported SAE in ``sae_dir`` (``cfg.json`` + ``sae.safetensors``), in eval mode without gradients."""
+    from sae_lab.models.sae import TopKSAE
+
+    sae_dir = Path(sae_dir)
+    if not sae_dir.is_dir():
+        raise FileNotFoundError(f"SAE folder {sae_dir} does not exist (train one with `fit --config configs/quickstart/sae.yaml`)")
+    missing = [f for f in ("cfg.json", "sae.safetensors") if not (sae_dir / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{sae_dir} is not an exported SAE: it lacks {', '.join(missing)}")
+    return TopKSAE.load_from_disk(sae_dir, device).eval().requires_grad_(False)
+
+
+def resolve_classifier(sae, sae_dir: Path, classifier: str | Path | None) -> tuple[Path, list[Path]]:
+    """The classifier checkpoint (given, or recorded in the SAE's ``cfg.json``) and the folders to look for
+    relative data paths in: a recorded relative path is tried from the working folder, then from each folder
+    above the SAE folder (a run moved as a whole still finds its classifier and data cache)."""
+    roots = [Path.cwd()]
+    if classifier is not None:
+        path = Path(classifier)
+        if not path.is_file():
+            raise FileNotFoundError(f"classifier checkpoint {path} does not exist")
+        return path, roots
+    recorded = (sae.metadata or {}).get("classifier_checkpoint")
+    if not recorded:
+        raise ValueError(f"the SAE at {sae_dir} does not record its classifier checkpoint; pass --classifier")
+    rel = Path(recorded)
+    if rel.is_absolute():
+        if not rel.is_file():
+            raise FileNotFoundError(f"the SAE's classifier checkpoint {rel} does not exist; pass --classifier")
+        return rel, roots
+    for root in [Path.cwd(), *Path(sae_dir).resolve().parents]:
+        if (root / rel).is_file():
+            return root / rel, list(dict.fromkeys([*roots, root]))
+    raise FileNotFoundError(
+        f"the SAE's classifier checkpoint {recorded} was found neither under the working folder nor above "
+        f"{sae_dir}; pass --classifier"
+    )
+
+
+def check_pair(sae, clf, sae_dir: str | Path | None = None) -> None:
+    """Raise ValueError when the SAE was not trained on this classifier's explained layer."""
+    where = f"the SAE at {sae_dir}" if sae_dir else "the SAE"
+    if sae.classifier and sae.classifier != clf.fingerprint:
+        raise ValueError(
+            f"{where} was trained on classifier {sae.classifier}, but {clf.path} is classifier {clf.fingerprint}: "
+            "they do not belong together (give the SAE's own classifier with --classifier)"
+        )
+    if sae.cfg.d_in != clf.net.channels:
+        raise ValueError(
+            f"{where} takes {sae.cfg.d_in}-dim tokens, but {clf.path}'s layer {clf.net.layer} gives "
+            f"{clf.net.channels}: they do not belong together"
+        )
+    if sae.layer and sae.layer != clf.net.layer:
+        raise ValueError(f"{where} explains layer {sae.layer}, but {clf.path} explains {clf.net.layer}")
+
+
+def open_split(clf, data: str | None, split: str | None, batch_size: int, roots: list[Path]):
+    """The classifier's own images (or ``data``), with ground-truth annotations when the data has them.
+
+    Returns:
+        (datamodule, dataset, split name, primitive names or None).
+    """
+    from sae_lab.data.export import WORLD_META
+    from sae_lab.data.tokens import image_datamodule
+    from sae_lab.data.world import PRIMITIVES
+
+    if split not in (None, "train", "val", "test"):
+        raise ValueError(f"split must be train, val or test, got {split!r}")
+    hparams = dict(clf.data_hparams)
+    dm = image_datamodule(hparams, data, batch_size, 0, annotations=True)
+    cache = Path(hparams.get("cache_dir", "data_cache"))
+    if data is None and dm.is_world and not (dm.source / WORLD_META).exists() and not cache.is_absolute():
+        for root in roots:  # the classifier's world cache, relative to where the classifier was found
+            moved = image_datamodule({**hparams, "cache_dir": str(root / cache)}, data, batch_size, 0, True)
+            if (moved.source / WORLD_META).exists():
+                dm = moved
+                break
+    dm.prepare_data()
+    dm.setup("fit")
+    if len(dm.class_names) != len(clf.class_names):
+        raise ValueError(
+            f"the data at {dm.source} has {len(dm.class_names)} classes, the classifier {len(clf.class_names)}"
+        )
+    if split is None:
+        split = "test" if dm.hparams.test_split else "val"
+    dataset = dm.datasets[split]
+    if len(dataset) == 0:
+        raise ValueError(f"split {split!r} of {dm.source} has no images")
+    primitive_names = None
+    if getattr(dataset, "annotations", False):
+        primitive_names = dm.primitive_names
+        meta = Path(str(dm.source)) / WORLD_META
+        if primitive_names is None and meta.is_file():
+            primitive_names = json.loads(meta.read_text()).get("primitives")
+        primitive_names = list(primitive_names or PRIMITIVES)
+    return dm, dataset, split, primitive_names
+
+
+# ------------------------------------------------------------------------------------------------ the report
+def build_report(
+    sae,
+    clf,
+    run_dir: str | Path,
+    split: str | None = None,
+    data: str | None = None,
+    n_exemplars: int = 16,
+    quantile: float = 0.99,
+    overwrite: bool = False,
+    batch_size: int = 256,
+    progress: bool = True,
+    num_workers: int = 0,
+    knockout_latents: int | None = 1024,
+    sae_dir: str | Path | None = None,
+    sae_metrics: dict | None = None,
+    roots: list[Path] | None = None,
+) -> dict[str, Any] | None:
+    """The report of an SAE (in memory) on a loaded classifier's images, written to ``run_dir``.
+
+    Under torch.distributed every rank streams its share of the images and rank 0 writes the report.
+
+    Args:
+        sae: a TopKSAE (its device is where the pass runs).
+        clf: the LoadedClassifier it was trained on.
+        run_dir: the report folder (``reports/<run>``); files of other stages there are left alone.
+        split: train, val or test (None: test when the data has a held-out test split, else val).
+        data: image source override (None: the classifier's own).
+        n_exemplars: exemplar images per latent.
+        quantile: q of the on-threshold τ.
+        overwrite: replace a report already in ``run_dir``.
+        batch_size: images per forward.
+        progress: show progress bars.
+        num_workers: DataLoader workers.
+        knockout_latents: latents whose knockout is measured (None: all; evenly spaced ids when fewer).
+        sae_dir: where the SAE was read from (for the record).
+        sae_metrics: the SAE's validation figures (None: from its metadata).
+        roots: folders where relative data paths of the classifier are looked up.
+
+    Returns:
+        The ``report.json`` dict on rank 0, None on the other ranks.
+    """
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    if writer.has_report(run_dir) and not overwrite:
+        raise FileExistsError(f"{run_dir} already holds a report ({writer.NEURONS}); pass --overwrite to replace it")
+    if n_exemplars < 1 or batch_size < 1:
+        raise ValueError("n_exemplars and batch_size must be >= 1")
+    if not 0.0 <= quantile <= 1.0:
+        raise ValueError(f"quantile must be in [0, 1], got {quantile}")
+    check_pair(sae, clf, sae_dir)
+    dm, dataset, split, primitive_names = open_split(clf, data, split, batch_size, roots or [Path.cwd()])
+    net = clf.net.to(sae.device).eval()
+    m = sae.cfg.num_latents
+    ko = knockout_subset(m, knockout_latents)
+    staging = writer.staging_dir(run_dir)
     shutil.rmtree(staging, ignore_errors=True)
+    sp = None
+    try:
+        sp = stream_statistics(net, sae, dataset, len(clf.class_names), len(primitive_names or []) or None,
+                               n_exemplars, quantile, batch_size, ko, num_workers,
+                               rows_store(len(dataset), m, staging), progress)  # fmt: skip
+        if sp.stats.num_images == 0:
+            raise ValueError(f"no readable image in split {split!r} of {dm.source}")
+        if rank_and_world()[0] != 0:
+            return None
+        t1 = time.perf_counter()
+        analysis = analyse(sp, sae, net, ko, batch_size)
+        t2 = time.perf_counter()
+        files = _write_images(staging, analysis, sp, dataset, progress)
+        t3 = time.perf_counter()
+        facts = {
+            "run": run_dir.name,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "sae": {"dir": None if sae_dir is None else str(sae_dir), "layer": sae.layer, "d_in": sae.cfg.d_in,
+                    "num_latents": m, "k": sae.cfg.k, "classifier": sae.classifier,
+                    "metrics": sae_metrics if sae_metrics is not None else (sae.metadata or {}).get("val")},
+            "classifier": {"checkpoint": str(clf.path), "fingerprint": clf.fingerprint, "layer": clf.net.layer},
+            "data": {"source": str(dm.source), "split": split, "grid": list(sp.grid),
+                     "image_size": dm.hparams.image_size, "class_names": list(clf.class_names),
+                     "primitive_names": primitive_names},
+            "settings": {"quantile": quantile, "n_exemplars": n_exemplars, "match_auc": MATCH_AUC,
+                         "knockout_latents": len(ko), "classes_listed": writer.NUM_LISTED},
+            "seconds": round(t3 - t0, 2),
+            "timings": {"pass": round(sp.seconds, 2), "analysis": round(t2 - t1, 2), "images": round(t3 - t2, 2)},
+        }  # fmt: skip
+        report = writer.report_summary(analysis, primitive_names=primitive_names, match_auc=MATCH_AUC, **facts)
+        records = writer.neuron_records(analysis, list(clf.class_names), primitive_names, files, sp.rows)
+        writer.write_jsonl(staging / writer.NEURONS, records)
+        writer.write_json(staging / writer.REPORT, report)
+        from sae_lab.report.html import write_index
+
+        write_index(staging, extras_dir=run_dir)
+        writer.commit(staging, run_dir, overwrite)
+        return report
+    finally:
+        if sp is not None:
+            sp.stats.close()
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_images(staging: Path, a: Analysis, sp: StatsPass, dataset, progress: bool):
+    from tqdm.auto import tqdm
+
+    r = a.result
+    latents = [i for i in range(len(r.tau)) if r.exemplar_z_max[i, 0] > 0]
+    bar = tqdm(total=len(latents), desc="exemplars", unit="latent", disable=not progress, leave=False)
+    try:
+        return writer.write_exemplar_images(staging, latents, r.exemplar_ids, r.exemplar_z_max, r.exemplar_maps,
+                                            sp.grid, lambda pos: dataset[pos]["image"], bar.update)  # fmt: skip
+    finally:
+        bar.close()
+
+
+def quickstart_block(report: dict[str, Any]) -> dict[str, Any]:
+    """The ``report`` block of ``reports/quickstart/summary.json``."""
+    return {key: report[key] for key in ("primitives_recovered", "primitives_total", "latents_matched", "seconds",
+                                         "knockout_corr")}  # fmt: skip
+
+
+def run_report(
+    sae_dir: str | Path,
+    run_dir: str | Path,
+    classifier: str | Path | None = None,
+    split: str | None = None,
+    data: str | None = None,
+    n_exemplars: int = 16,
+    quantile: float = 0.99,
+    overwrite: bool = False,
+    batch_size: int = 256,
+    progress: bool = True,
+    device: str | None = None,
+    num_workers: int = 0,
+    knockout_latents: int | None = 1024,
+) -> dict[str, Any]:
+    """``python -m sae_lab report``: the neuron report of the exported SAE in ``sae_dir``, written to ``run_dir``.
+
+    Args:
+        sae_dir: the SAE's export folder (``cfg.json`` + ``sae.safetensors``).
+        run_dir: the report folder.
+        classifier: the classifier checkpoint (None: the one recorded in the SAE's ``cfg.json``).
+        device: where the pass runs (None: CUDA when available, else CPU).
+        (the rest as in :func:`build_report`)
+
+    Returns:
+        The quickstart summary block: primitives_recovered, primitives_total, latents_matched, seconds,
+        knockout_corr.
+
+    Raises:
+        FileNotFoundError: no SAE / classifier where pointed.
+        FileExistsError: ``run_dir`` holds a report and ``overwrite`` is False.
+        ValueError: SAE and classifier do not belong together; an empty split; bad settings.
+    """
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    if writer.has_report(run_dir) and not overwrite:
+        raise FileExistsError(f"{run_dir} already holds a report ({writer.NEURONS}); pass --overwrite to replace it")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    sae = load_sae(sae_dir, device)
+    ckpt, roots = resolve_classifier(sae, Path(sae_dir), classifier)
+    from sae_lab.lit.classifier import load_classifier
+
+    clf = load_classifier(ckpt)
+    report = build_report(sae, clf, run_dir, split, data, n_exemplars, quantile, overwrite, batch_size, progress,
+                          num_workers, knockout_latents, sae_dir=sae_dir, roots=roots)  # fmt: skip
+    block = quickstart_block(report)
+    block["seconds"] = round(time.perf_counter() - t0, 1)
+    return block
