@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sae_lab.cli import LIGHTNING_COMMANDS
 from sae_lab.commands import COMMANDS
+
+# Kept here rather than imported from sae_lab.cli, so that other commands start without importing Lightning.
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 USAGE = """usage: python -m sae_lab <command> [options]
 

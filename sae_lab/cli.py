@@ -13,8 +13,6 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-
 
 def run_dir(checkpoint_root: str, name: str) -> str:
     return os.path.join(checkpoint_root, name)

@@ -31,7 +31,7 @@ def tiny_config(tmp_path: Path, world_dir: Path, **trainer) -> Path:
 def test_help_lists_every_command(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("fit", "validate", "test", "predict", "world", "quickstart"):
+    for command in ("fit", "validate", "test", "predict", "world", "quickstart", "cache-tokens", "label"):
         assert f"  {command} " in out
 
 

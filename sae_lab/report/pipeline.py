@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,10 +98,11 @@ class Analysis:
 
 
 class _Positioned(Dataset):
-    """Items of ``dataset`` at ``positions``, each tagged with its ``position``."""
+    """Items of ``dataset`` at ``positions``, tagged with their ``position``; pixel masks pooled to the token grid
+    here (``token_masks`` (T, P)), so that batches never carry (B, P, S, S) masks."""
 
-    def __init__(self, dataset, positions: range):
-        self.dataset, self.positions = dataset, positions
+    def __init__(self, dataset, positions: range, grid: tuple[int, int]):
+        self.dataset, self.positions, self.grid = dataset, positions, grid
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -108,7 +110,22 @@ class _Positioned(Dataset):
     def __getitem__(self, j: int):
         pos = self.positions[j]
         item = self.dataset[pos]
-        return None if item is None else {**item, "position": pos}
+        if item is None:
+            return None
+        item = {**item, "position": pos}
+        if "masks" in item:
+            item["token_masks"] = pool_masks(item.pop("masks")[None], self.grid)[0]
+        return item
+
+
+def _token_grid(net, dataset, positions: range, device) -> tuple[int, int]:
+    """(H, W) of the feature map, from a blank image of the dataset's image size."""
+    for pos in positions[:16]:
+        item = dataset[pos]
+        if item is not None:
+            blank = torch.zeros(1, *item["image"].shape, device=device)
+            return tuple(net.features(blank).shape[2:])
+    return (0, 0)
 
 
 # ----------------------------------------------------------------------------------------------------- the pass
@@ -153,7 +170,8 @@ def stream_statistics(
     m, k = sae.cfg.num_latents, sae.cfg.k
     rank, world = rank_and_world()
     positions = range(rank, len(dataset), world)
-    loader = DataLoader(_Positioned(dataset, positions), batch_size, num_workers=num_workers,
+    grid = _token_grid(net, dataset, positions, device)
+    loader = DataLoader(_Positioned(dataset, positions, grid), batch_size, num_workers=num_workers,
                         collate_fn=collate_skip_corrupt)  # fmt: skip
     stats = LatentStats(m, num_classes, quantile, n_exemplars, num_primitives, store_dir=store_dir, device=device)
     token_fire = torch.zeros(m, dtype=torch.long, device=device)
@@ -161,7 +179,6 @@ def stream_statistics(
     rows = torch.full((len(dataset),), -1, dtype=torch.long)
     ko = (torch.empty(0, dtype=torch.long) if knockout_latents is None else knockout_latents).to(device)
     fmaps: dict[int, Tensor] = {}
-    grid = (0, 0)
     bar = tqdm(total=len(positions), desc="report", unit="img", disable=not progress, leave=False)
     for batch in loader:
         if batch is None:  # every image of the batch was corrupt (and reported)
@@ -170,7 +187,6 @@ def stream_statistics(
         rows[pos] = batch["index"].long()
         fmap_all = net.features(batch["image"].to(device))
         _, _, h, w = fmap_all.shape
-        grid = (h, w)
         step = max(1, _ACT_ELEMENTS // (h * w * m))
         for a in range(0, len(pos), step):
             sl = slice(a, a + step)
@@ -185,8 +201,8 @@ def stream_statistics(
             on_image = torch.zeros(b, m, dtype=torch.bool, device=device)
             on_image[owner[fired], top_idx[fired]] = True
             image_fire += on_image.sum(0)
-            masks = batch.get("masks") if num_primitives else None
-            token_masks = None if masks is None else pool_masks(masks[sl].to(device), grid)
+            masks = batch.get("token_masks") if num_primitives else None
+            token_masks = None if masks is None else masks[sl].to(device)
             primitives = batch["primitives"][sl] if num_primitives else None
             stats.update(acts.view(b, h * w, m), batch["label"][sl], pos[sl], primitives, token_masks)
             if len(ko):
@@ -275,25 +291,34 @@ def analyse(
 def _measure_knockout(sp, sae, net, result, dead, top, anti, knockout_latents, lens, batch_size):
     """Measured vs closed-form Δ⁻ for top and anti classes of the live knockout latents, on each latent's
     exemplar images that are on-images (z_max ≥ τ): the whole on-set when n_on ≤ n_exemplars, else its top."""
-    positions = sorted(sp.fmaps)
-    where = {p: j for j, p in enumerate(positions)}
-    fmap = torch.stack([sp.fmaps[p] for p in positions]).to(sae.device)
+    positions = torch.tensor(sorted(sp.fmaps), dtype=torch.long)
+    fmap = torch.stack([sp.fmaps[int(p)] for p in positions]).to(sae.device)
+    lookup = torch.full((int(positions.max()) + 1,), -1, dtype=torch.long)
+    lookup[positions] = torch.arange(len(positions))
+    cand = knockout_latents[~dead[knockout_latents] & (result.n_on[knockout_latents] > 0)]
+    ids, vals = result.exemplar_ids[cand], result.exemplar_z_max[cand].double()
+    where = lookup[ids.clamp(0, len(lookup) - 1)]
+    ok = (ids >= 0) & (ids < len(lookup)) & (where >= 0) & (vals > 0) & (vals >= result.tau[cand, None])
     on = torch.zeros(len(positions), len(result.tau), dtype=torch.bool)
-    latents = []
-    for i in knockout_latents.tolist():
-        if dead[i] or result.n_on[i] == 0:
-            continue
-        ids, vals = result.exemplar_ids[i], result.exemplar_z_max[i].double()
-        sel = [where[int(p)] for p, v in zip(ids, vals) if p >= 0 and v > 0 and v >= result.tau[i] and int(p) in where]
-        if sel:
-            on[sel, i] = True
-            latents.append(i)
+    on[where[ok], cand[:, None].expand_as(ok)[ok]] = True
+    latents = cand[ok.any(1)].tolist()
     if not latents:
         return None, float("nan")
     classes = torch.cat([top, anti], 1)
-    cmp = compare_knockout(net.head, sae, fmap, lens, classes, on.to(sae.device), None, latents, batch_size)
+    with _torch_threads(1):  # hundreds of tiny forwards: one thread is faster, several only contend
+        cmp = compare_knockout(net.head, sae, fmap, lens, classes, on.to(sae.device), None, latents, batch_size)
     corr_dataset = pearson(result.knockout[cmp.latent, cmp.class_index], cmp.measured)
     return cmp, corr_dataset
+
+
+@contextmanager
+def _torch_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(min(n, old))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def knockout_subset(num_latents: int, limit: int | None) -> Tensor:
@@ -517,7 +542,8 @@ def _write_images(staging: Path, a: Analysis, sp: StatsPass, dataset, progress: 
     from tqdm.auto import tqdm
 
     r = a.result
-    latents = [i for i in range(len(r.tau)) if r.exemplar_z_max[i, 0] > 0]
+    # Dead latents (never in the Top-K code) get no pictures: the SAE never uses them.
+    latents = [i for i in range(len(r.tau)) if r.exemplar_z_max[i, 0] > 0 and not a.dead[i]]
     bar = tqdm(total=len(latents), desc="exemplars", unit="latent", disable=not progress, leave=False)
     try:
         return writer.write_exemplar_images(staging, latents, r.exemplar_ids, r.exemplar_z_max, r.exemplar_maps,

@@ -1,0 +1,158 @@
+"""Cost of the neuron report's statistics against a plain forward pass of classifier + SAE on the same images.
+
+(a) plain: ``classifier.features`` → tokens → ``sae.encode`` (Top-K) → ``sae.decode`` → ``classifier.head``
+    (the spliced forward a user of the explained model runs);
+(b) report: the report's streaming pass (dense codes, Top-K firing counts, LatentStats with primitive masks,
+    exemplar feature maps kept) plus ``analyse`` (exact τ/PMI/AUC, logit lens, measured knockout, ranking).
+
+Both read the same images through the same DataLoader code. ``compute`` mode decodes every image (and its
+primitive masks) once up front, so only the model and statistics work is timed; ``e2e`` mode reads the parquet
+in the timed loop (PNG decoding, and for (b) the masks too). Writing the report's files (exemplar PNGs,
+``neurons.jsonl``, ``index.html``) is timed apart. Rounds alternate (a) and (b) so that load from other
+processes hits both alike; medians are reported.
+
+    python benchmarks/report_cost.py --sae checkpoints/quickstart/sae
+    python benchmarks/report_cost.py --sae /tmp/run/checkpoints/quickstart/sae --rounds 3 --threads 1
+
+Ends with one line ``ratio_compute=<x> ratio_e2e=<x> goal=1.5``.
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sae_lab.data.sketch import collate_skip_corrupt  # noqa: E402
+from sae_lab.data.tokens import fmap_to_tokens, image_datamodule, tokens_to_fmap  # noqa: E402
+from sae_lab.lit.classifier import load_classifier  # noqa: E402
+from sae_lab.report import pipeline, writer  # noqa: E402
+
+
+@torch.no_grad()
+def plain_forward(net, sae, dataset, batch_size: int) -> int:
+    """(a): features → Top-K encode → decode → head over every image; returns the number of correct top-1."""
+    correct = 0
+    for batch in DataLoader(dataset, batch_size, collate_fn=collate_skip_corrupt):
+        fmap = net.features(batch["image"].to(sae.device))
+        b, _, h, w = fmap.shape
+        acts, indices = sae.encode(sae.standardize(fmap_to_tokens(fmap)))
+        logits = net.head(tokens_to_fmap(sae.unstandardize(sae.decode(acts, indices)), b, h, w))
+        correct += int((logits.argmax(-1).cpu() == batch["label"]).sum())
+    return correct
+
+
+def report_statistics(net, sae, dataset, args, num_classes: int, num_primitives: int | None):
+    """(b): the report's pass and analysis (no files)."""
+    ko = pipeline.knockout_subset(sae.cfg.num_latents, args.knockout_latents)
+    sp = pipeline.stream_statistics(net, sae, dataset, num_classes, num_primitives, args.exemplars, args.quantile,
+                                    args.batch_size, ko, progress=False)  # fmt: skip
+    t = time.perf_counter()
+    analysis = pipeline.analyse(sp, sae, net, ko, args.batch_size)
+    return sp, analysis, sp.seconds, time.perf_counter() - t
+
+
+class InMemory(torch.utils.data.Dataset):
+    """Items decoded once (``compute`` mode); ``drop`` removes keys, e.g. masks for the plain pass."""
+
+    def __init__(self, items: list[dict], drop: tuple[str, ...] = ()):
+        self.items = [{k: v for k, v in it.items() if k not in drop} for it in items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sae", default="checkpoints/quickstart/sae", help="exported SAE folder")
+    p.add_argument("--classifier", default=None, help="classifier checkpoint (default: from the SAE's cfg.json)")
+    p.add_argument("--data", default=None, help="image source override")
+    p.add_argument("--split", default=None, help="train, val or test (default as in `report`)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images of the split")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--exemplars", type=int, default=16)
+    p.add_argument("--quantile", type=float, default=0.99)
+    p.add_argument("--knockout-latents", type=int, default=1024)
+    p.add_argument("--rounds", type=int, default=3, help="alternating (a)/(b) rounds per mode")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--modes", default="compute,e2e", help="comma-separated: compute, e2e")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    sae = pipeline.load_sae(args.sae, device)
+    ckpt, roots = pipeline.resolve_classifier(sae, Path(args.sae), args.classifier)
+    clf = load_classifier(ckpt)
+    pipeline.check_pair(sae, clf, args.sae)
+    dm, dataset, split, primitive_names = pipeline.open_split(clf, args.data, args.split, args.batch_size, roots)
+    if args.limit:
+        dataset = torch.utils.data.Subset(dataset, range(min(args.limit, len(dataset))))
+    net = clf.net.to(device).eval()
+    num_primitives = len(primitive_names) if primitive_names else None
+    print(f"images: {len(dataset)} ({split} of {dm.source}); SAE M={sae.cfg.num_latents} K={sae.cfg.k} "
+          f"layer {sae.layer}; device {device}, torch threads {torch.get_num_threads()}; "
+          f"ground truth: {'yes' if num_primitives else 'no'}")  # fmt: skip
+
+    ratios = {}
+    for mode in args.modes.split(","):
+        if mode == "compute":
+            t = time.perf_counter()
+            items = [dataset[i] for i in range(len(dataset))]
+            items = [it for it in items if it is not None]
+            print(f"[compute] decoded {len(items)} images (+ masks) once in {time.perf_counter() - t:.1f}s")
+            plain_ds, report_ds = InMemory(items, drop=("masks", "primitives")), InMemory(items)
+        elif mode == "e2e":
+            report_ds = dataset
+            dm_plain = image_datamodule(dict(dm.hparams), None, args.batch_size, 0, annotations=False)
+            dm_plain.setup("fit")
+            plain_ds = dm_plain.datasets[split]
+            if args.limit:
+                plain_ds = torch.utils.data.Subset(plain_ds, range(min(args.limit, len(plain_ds))))
+        else:
+            raise SystemExit(f"unknown mode {mode!r}")
+        plain_s, pass_s, analysis_s = [], [], []
+        sp = analysis = None
+        for _ in range(args.rounds):
+            t = time.perf_counter()
+            plain_forward(net, sae, plain_ds, args.batch_size)
+            plain_s.append(time.perf_counter() - t)
+            sp, analysis, t_pass, t_analysis = report_statistics(net, sae, report_ds, args, len(clf.class_names),
+                                                                 num_primitives)  # fmt: skip
+            pass_s.append(t_pass)
+            analysis_s.append(t_analysis)
+            sp.stats.close()
+        plain, pss, ana = (statistics.median(x) for x in (plain_s, pass_s, analysis_s))
+        ratios[mode] = (pss + ana) / plain
+        print(f"[{mode}] (a) plain forward {plain:.2f}s | (b) report pass {pss:.2f}s + analysis {ana:.2f}s "
+              f"= {pss + ana:.2f}s | ratio (b)/(a) = {ratios[mode]:.2f} (pass alone {pss / plain:.2f}); "
+              f"rounds: a={[round(x, 2) for x in plain_s]} pass={[round(x, 2) for x in pass_s]}")  # fmt: skip
+    if analysis is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            files = pipeline._write_images(Path(tmp), analysis, sp, dataset, progress=False)
+            t_images = time.perf_counter() - t
+            t = time.perf_counter()
+            records = writer.neuron_records(analysis, list(clf.class_names), primitive_names, files, sp.rows)
+            writer.write_jsonl(Path(tmp) / writer.NEURONS, records)
+            t_records = time.perf_counter() - t
+            print(f"[files] exemplar PNGs + sprites for {len(files)} latents {t_images:.2f}s; "
+                  f"neurons.jsonl {t_records:.2f}s (not in the ratio)")  # fmt: skip
+        report = writer.report_summary(analysis, primitive_names=primitive_names, match_auc=pipeline.MATCH_AUC)
+        print(f"primitives recovered {report['primitives_recovered']}/{report['primitives_total']}, "
+              f"live latents matched {report['latents_matched']}, live {report['live_latents']}/"
+              f"{report['num_latents']}, knockout r={report['knockout']['corr']} over {report['knockout']['pairs']} "
+              f"pairs")  # fmt: skip
+    print(" ".join(f"ratio_{m}={r:.2f}" for m, r in ratios.items()) + " goal=1.5")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""`python -m sae_lab serve`: the real LitServe app in a subprocess on loopback — uploads, 4xx, concurrency."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import REPO, TESTS
+from PIL import Image
+from test_lab import bomb_png, make_run, png_bytes, rgba_and_16bit, world_images
+
+from sae_lab.inference import SaeLab
+
+MAX_BYTES = 300_000
+START_TIMEOUT = 240
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(classifier_ckpt, tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("serve"), classifier_ckpt)
+
+
+@pytest.fixture(scope="module")
+def server(run_dir):
+    """The server as a user starts it; stopped with SIGTERM (and its process group killed if it lingers)."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "sae_lab", "serve", "--run", str(run_dir), "--port", str(port), "--threads", "1",
+           "--max-bytes", str(MAX_BYTES), "--max-batch-size", "4"]  # fmt: skip
+    log = open(run_dir / "serve.log", "w")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(cmd, cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=base, timeout=60)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            assert proc.poll() is None, (run_dir / "serve.log").read_text()
+            try:
+                if client.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not become healthy:\n" + (run_dir / "serve.log").read_text()
+            time.sleep(0.5)
+        yield client
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group we started: workers that outlived the server
+        except ProcessLookupError:
+            pass
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def sketch_png() -> bytes:
+    return png_bytes(Image.fromarray(world_images(1, first=3)[0]))
+
+
+def assert_answer(js: dict) -> None:
+    assert {"image", "predicted", "top5", "latents", "sentence"} <= set(js)
+    assert all(set(lat) == {"id", "activation", "contribution", "label"} for lat in js["latents"])
+    assert abs(js["latent_sum"] + js["error_term"] + js["bias_term"] - js["logit"]) < 1e-4
+
+
+def test_health(server):
+    r = server.get("/health")
+    assert r.status_code == 200 and r.text == "ok"
+
+
+def test_multipart_base64_and_raw_uploads_answer_like_the_python_api(server, run_dir, sketch_png):
+    expected = SaeLab.load(run_dir).why(sketch_png, names=["sketch.png"]).to_json()
+    multipart = server.post("/why", files={"image": ("sketch.png", sketch_png, "image/png")})
+    b64 = server.post("/why", json={"image": base64.b64encode(sketch_png).decode(), "name": "sketch.png"})
+    data_url = server.post("/why", json={"image": "data:image/png;base64," + base64.b64encode(sketch_png).decode()})
+    raw = server.post("/why", content=sketch_png, headers={"content-type": "image/png"})
+    for r in (multipart, b64, data_url, raw):
+        assert r.status_code == 200, r.text
+        js = r.json()
+        assert_answer(js)
+        assert js["predicted"] == expected["predicted"] and js["latents"] == expected["latents"]
+        assert abs(js["logit"] - expected["logit"]) < 1e-5
+    assert multipart.json()["image"] == b64.json()["image"] == "sketch.png"
+    labels = {lat["id"]: lat["label"] for lat in multipart.json()["latents"]}
+    assert labels.get(0, "line zero") == "line zero"
+
+
+def test_rgba_and_16bit_uploads_are_converted(server):
+    rgba, gray16 = rgba_and_16bit(world_images(1, first=5)[0])
+    answers = [server.post("/why", files={"file": ("x.png", png_bytes(img), "image/png")}) for img in (rgba, gray16)]
+    assert [r.status_code for r in answers] == [200, 200]
+    assert answers[0].json()["latents"] == answers[1].json()["latents"]
+
+
+BAD = {
+    "not an image": (400, {"files": {"image": ("a.png", b"just some text", "image/png")}}, "not a readable image"),
+    "truncated png": (400, {"content": "TRUNCATED", "headers": {"content-type": "image/png"}}, "truncated"),
+    "empty body": (400, {"content": b"", "headers": {"content-type": "image/png"}}, "empty request body"),
+    "empty json": (400, {"content": b"", "headers": {"content-type": "application/json"}}, "empty request body"),
+    "bomb": (413, {"content": "BOMB", "headers": {"content-type": "image/png"}}, "too large"),
+    "body over the limit": (413, {"content": b"\0" * (MAX_BYTES + 1), "headers": {"content-type": "image/png"}},
+                            "limit"),  # fmt: skip
+    "bad json": (400, {"content": b"{nope", "headers": {"content-type": "application/json"}}, "not valid JSON"),
+    "json without image": (400, {"json": {"picture": "x"}}, "'image'"),
+    "bad base64": (400, {"json": {"image": "%%%not base64%%%"}}, "base64"),
+    "multipart without a file": (400, {"data": {"note": "hi"}, "files": {"other": ("", b"", "text/plain")}},
+                                 "no file field"),  # fmt: skip
+    "wrong content type": (415, {"content": b"hello", "headers": {"content-type": "text/plain"}}, "content type"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_a_4xx_and_the_server_keeps_serving(server, sketch_png, case):
+    status, kwargs, message = BAD[case]
+    if kwargs.get("content") == "TRUNCATED":
+        kwargs = {**kwargs, "content": sketch_png[: len(sketch_png) // 2]}
+    elif kwargs.get("content") == "BOMB":
+        kwargs = {**kwargs, "content": bomb_png()}
+    r = server.post("/why", **kwargs)
+    assert r.status_code == status, r.text
+    assert message in r.json()["detail"]
+    ok = server.post("/why", files={"image": ("s.png", sketch_png, "image/png")})
+    assert ok.status_code == 200
+    assert server.get("/health").status_code == 200
+
+
+def test_eight_concurrent_clients_every_request_answered(server, sketch_png):
+    images = [png_bytes(Image.fromarray(img)) for img in world_images(8, first=30)]
+    sent, answered, failures = [0] * 8, [0] * 8, []
+    stop = time.monotonic() + 4.0
+
+    def client(i: int) -> None:
+        with httpx.Client(base_url=str(server.base_url), timeout=60) as c:
+            while time.monotonic() < stop:
+                sent[i] += 1
+                try:
+                    r = c.post("/why", files={"image": (f"{i}.png", images[i], "image/png")})
+                except httpx.HTTPError as e:
+                    failures.append(repr(e))
+                    continue
+                if r.status_code == 200 and r.json()["image"] == f"{i}.png":
+                    answered[i] += 1
+                else:
+                    failures.append(f"{r.status_code} {r.text[:200]}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+    assert sum(sent) == sum(answered) >= 8
