@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", default="auto", help="diffusers dtype: auto (fp16 on CUDA), float16, bfloat16, float32")
     g.add_argument("--image-batch-size", type=int, default=8, help="prompts per diffusion pipeline call")
     g.add_argument("--negative-prompt", default=None, help="negative prompt (with guidance > 1)")
+    g.add_argument("--variant", default=None, help="diffusers weight variant to load, e.g. fp16")
+    g.add_argument("--no-safety-checker", action="store_true", help="drop the diffusers pipeline's safety checker")
     g = p.add_argument_group("proposals")
     g.add_argument("--llm", default="offline",
                    help="offline | hf:<hub id or path> | replicate[:<owner>/<name>] | openai:<model>@<url>")  # fmt: skip
@@ -57,7 +59,8 @@ def image_options(args: argparse.Namespace) -> dict:
     if kind == "diffusers":
         opts = {"steps": args.steps, "guidance": args.guidance, "height": args.height, "width": args.width,
                 "dtype": args.dtype, "batch_size": args.image_batch_size, "negative_prompt": args.negative_prompt,
-                "device": args.device or "auto"}  # fmt: skip
+                "device": args.device or "auto", "variant": args.variant,
+                "safety_checker": not args.no_safety_checker}  # fmt: skip
         return opts
     if kind == "replicate":
         return {"steps": args.steps, "guidance": args.guidance}

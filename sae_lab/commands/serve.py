@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 
 HELP = "serve why over HTTP with LitServe: POST /why (PNG/JPEG upload or base64 JSON), GET /health"
 
@@ -10,7 +12,7 @@ HELP = "serve why over HTTP with LitServe: POST /why (PNG/JPEG upload or base64 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from sae_lab.inference.server import MAX_BYTES, MAX_PIXELS, MAX_SIDE
 
-    p.add_argument("--run", default="quickstart", help="report folder or run name (default: quickstart)")
+    p.add_argument("--run", default=None, help="report folder or run name (default: quickstart, or none with --sae)")
     p.add_argument("--sae", default=None, help="SAE export folder (default: the run's, checkpoints/<run>/sae)")
     p.add_argument("--classifier", default=None, help="classifier checkpoint (default: the one the SAE records)")
     p.add_argument("--host", default="127.0.0.1", choices=("127.0.0.1", "0.0.0.0", "::"),
@@ -41,9 +43,11 @@ def run(args: argparse.Namespace) -> int:
                           max_pixels=args.max_pixels, max_side=args.max_side, max_batch_size=args.max_batch_size,
                           batch_timeout=args.batch_timeout, workers=args.workers, threads=args.threads,
                           timeout=args.timeout, accelerator=args.accelerator)  # fmt: skip
-    import signal
+    main_pid = os.getpid()
 
     def stop(signum, frame):  # SIGTERM shuts down like Ctrl+C: LitServe then stops its workers too
+        if os.getpid() != main_pid:  # a forked HTTP process re-raising the SIGTERM uvicorn handled: done
+            os._exit(0)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)

@@ -19,8 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("images", nargs="+", metavar="IMG",
                    help="image files (PNG/JPEG/…), folders (their image files) or glob patterns ('sketches/**/*.png')")  # fmt: skip
-    p.add_argument("--run", default="quickstart",
-                   help="report folder or run name whose SAE and labels to use (default: quickstart → reports/quickstart)")  # fmt: skip
+    p.add_argument("--run", default=None,
+                   help="report folder or run name whose SAE and labels to use (default: quickstart, or none with --sae)")  # fmt: skip
     p.add_argument("--sae", default=None, help="SAE export folder (default: the run's, checkpoints/<run>/sae)")
     p.add_argument("--classifier", default=None, help="classifier checkpoint (default: the one the SAE records)")
     p.add_argument("--json", action="store_true", help="one JSON object per image and line (schema in the README)")
@@ -86,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
             except (ImageDecodeError, OSError) as e:
                 errors[f] = str(e)
         names = [f for f in chunk if f in tensors]
-        whys = iter(lab.why([tensors[f] for f in names], names=names, top=args.top, rank_by=args.rank_by)) if names else iter(())
+        whys = (
+            iter(lab.why([tensors[f] for f in names], names=names, top=args.top, rank_by=args.rank_by))
+            if names
+            else iter(())
+        )
         for f in chunk:
             if f in errors:
                 failed = True

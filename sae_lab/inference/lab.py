@@ -43,6 +43,7 @@ ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray | Tensor
 LABELS = "labels.jsonl"
 LINE_SUMMARY = Path("line") / "summary.jsonl"
 REPORT = "report.json"
+DEFAULT_RUN = "quickstart"
 
 
 # ------------------------------------------------------------------------------------------------ results
@@ -255,7 +256,8 @@ def resolve_run(
 ) -> RunPaths:
     """Finds a run's SAE and classifier.
 
-    The run is a report folder (``reports/quickstart``) or a run name (``quickstart`` → ``reports/quickstart``).
+    The run is a report folder (``reports/quickstart``) or a run name (``quickstart`` → ``reports/quickstart``);
+    with neither a run nor an SAE, the quickstart run; with only an SAE, no run (so no labels).
     SAE: ``sae`` if given, else ``report.json``'s SAE folder, else ``checkpoints/<name>/sae`` beside ``reports/``
     (``<root>/reports/<name>`` → ``<root>/checkpoints/<name>/sae``; a folder outside any ``reports/`` → the
     working folder's ``checkpoints/<folder name>/sae``). Classifier: ``classifier`` if given, else the SAE's
@@ -265,12 +267,19 @@ def resolve_run(
     Raises:
         FileNotFoundError: no SAE (naming every folder tried) or no classifier checkpoint.
     """
+    if run is None and sae is None:
+        run = DEFAULT_RUN
     run_dir = _run_dir(run)
     facts = _report_facts(run_dir)
     anchors = [p for p in (run_dir,) if p is not None]
     candidates: list[Path] = []
     if sae is not None:
         candidates.append(Path(sae))
+        recorded = _find(facts["sae"], anchors, want_dir=True) if facts.get("sae") else None
+        if recorded is not None and recorded.resolve() != Path(sae).resolve():
+            logger.warning(
+                "the report in %s is of the SAE at %s, not %s: its labels may not fit", run_dir, recorded, sae
+            )
     else:
         if facts.get("sae"):
             candidates.append(_find(facts["sae"], anchors, want_dir=True) or Path(facts["sae"]))
@@ -346,9 +355,7 @@ class SaeLab:
                 f"{net.layer} ({net.channels} channels)"
             )
         if len(net.rest) > 0:
-            raise ValueError(
-                f"exact contributions need the head to be pool + linear: explain layer4, not {net.layer}"
-            )
+            raise ValueError(f"exact contributions need the head to be pool + linear: explain layer4, not {net.layer}")
         if not sae.classifier:
             logger.warning("the SAE does not record its classifier; cannot check that they belong together")
         self.classifier, self.paths, self.text_backend, self.max_pixels = classifier, paths, text_backend, max_pixels
@@ -364,13 +371,13 @@ class SaeLab:
             self._w_dec_raw = self.sae.W_dec.double() * sigma  # (M, C): σ ⊙ d_i
             self._lens = self._w_dec_raw @ w_out.T  # (M, classes): w_i
             self._w_out = w_out
-            self._bias = w_out @ (sigma * self.sae.b_dec.double() + mu) + b_out  # (classes,)
-            self._offset = sigma * self.sae.b_dec.double() + mu  # (C,)
+            self._offset = sigma * self.sae.b_dec.double() + mu  # (C,): σ ⊙ b_dec + μ
+            self._bias = w_out @ self._offset + b_out  # (classes,)
 
     @classmethod
     def load(
         cls,
-        run: str | os.PathLike | None = "quickstart",
+        run: str | os.PathLike | None = None,
         *,
         sae: str | os.PathLike | None = None,
         classifier: str | os.PathLike | None = None,
@@ -381,7 +388,8 @@ class SaeLab:
         """Loads a run: classifier checkpoint (``weights_only``), SAE (safetensors), class names, latest labels.
 
         Args:
-            run: report folder (``reports/quickstart``) or run name (``quickstart``); see :func:`resolve_run`.
+            run: report folder (``reports/quickstart``) or run name (``quickstart``); None: the quickstart run,
+                or no run when ``sae`` is given (see :func:`resolve_run`).
             sae: SAE export folder, overriding the run's.
             classifier: classifier checkpoint, overriding the SAE's recorded one.
             device: where the models run.
@@ -425,7 +433,9 @@ class SaeLab:
             t = image.detach().float().cpu()
             t = t[None] if t.ndim == 2 else t
             if t.shape != (1, self.image_size, self.image_size):
-                raise ValueError(f"an ink tensor must be (1, {self.image_size}, {self.image_size}), got {tuple(t.shape)}")
+                raise ValueError(
+                    f"an ink tensor must be (1, {self.image_size}, {self.image_size}), got {tuple(t.shape)}"
+                )
             return t
         if isinstance(image, np.ndarray):
             return image_to_tensor(image, self.image_size)

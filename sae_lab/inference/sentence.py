@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from sae_lab.llm import TextBackend
 
 MAX_NAMED = 3
-"""Latents named in the template sentence."""
+"""Concepts named in the template sentence (latents sharing a label count once)."""
 MAX_SENTENCE_CHARS = 400
 
 SYSTEM = (
@@ -23,9 +23,22 @@ SYSTEM = (
 )
 
 
-def _latent_phrase(lat: LatentContribution) -> str:
-    name = f'"{lat.label}"' if lat.label else "an unnamed feature"
-    return f"{name} (latent {lat.id}, {lat.contribution:+.2f})"
+def _phrase(group: list[LatentContribution]) -> str:
+    name = f'"{group[0].label}"' if group[0].label else "an unnamed feature"
+    ids = ", ".join(str(lat.id) for lat in group)
+    return f"{name} (latent{'s' if len(group) > 1 else ''} {ids}, {_total(group):+.2f})"
+
+
+def _groups(latents: Sequence[LatentContribution]) -> list[list[LatentContribution]]:
+    """Latents sharing a label merged; unlabelled ones stay apart."""
+    groups: dict[object, list[LatentContribution]] = {}
+    for lat in latents:
+        groups.setdefault(lat.label if lat.label else ("latent", lat.id), []).append(lat)
+    return list(groups.values())
+
+
+def _total(group: list[LatentContribution]) -> float:
+    return sum(lat.contribution for lat in group)
 
 
 def _join(parts: Sequence[str]) -> str:
@@ -33,16 +46,18 @@ def _join(parts: Sequence[str]) -> str:
 
 
 def template_sentence(why: Why, max_named: int = MAX_NAMED) -> str:
-    """E.g. ``It is "house" (p=0.93) mainly because of "triangle" (latent 12, +3.10) and "square" (latent 40,
-    +2.21).`` Only latents that push the predicted class up are named as reasons."""
+    """E.g. ``It is "badge" (p=0.92) mainly because of "circle" (latents 144, 105, +2.10) and "star" (latent 12,
+    +0.40).`` Only latents that push the predicted class up are reasons; latents sharing a label are merged and the
+    groups ordered by their summed contribution."""
     head = f'It is "{why.predicted.name}" (p={why.predicted.prob:.2f})'
-    support = [lat for lat in why.latents if lat.contribution > 0][:max_named]
+    support = sorted(_groups([lat for lat in why.latents if lat.contribution > 0]), key=_total, reverse=True)
+    support = support[:max_named]
     if not support:
         return f"{head}, with no single feature standing out (SAE error term {why.error_term:+.2f})."
-    sentence = f"{head} mainly because of {_join([_latent_phrase(lat) for lat in support])}"
-    against = [lat for lat in why.latents if lat.contribution < 0][:1]
+    sentence = f"{head} mainly because of {_join([_phrase(g) for g in support])}"
+    against = sorted(_groups([lat for lat in why.latents if lat.contribution < 0]), key=_total)[:1]
     if against:
-        sentence += f", despite {_latent_phrase(against[0])}"
+        sentence += f", despite {_phrase(against[0])}"
     return sentence + "."
 
 

@@ -38,7 +38,7 @@ MAX_SIDE = 8192
 """Largest image width or height."""
 FILE_FIELDS = ("image", "file")
 """Multipart field names looked for first."""
-USAGE = "send one PNG/JPEG as a multipart field 'image', as JSON {\"image\": \"<base64>\"}, or as a raw image/* body"
+USAGE = 'send one PNG/JPEG as a multipart field \'image\', as JSON {"image": "<base64>"}, or as a raw image/* body'
 
 
 class RequestError(Exception):

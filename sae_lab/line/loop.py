@@ -24,7 +24,7 @@ import math
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +167,7 @@ class LineSession:
         image_opts: Options for the image backend's constructor (when given by spec).
         llm_opts: Options for the text backend's constructor (when given by spec).
         proposer_opts: Options for :class:`LLMProposer` (``max_retries``, ``temperature``, ``max_new_tokens``).
+        num_workers: DataLoader workers for the control images.
         progress: Log progress per iteration.
     """
 
@@ -189,7 +190,7 @@ class LineSession:
         from sae_lab.lit.classifier import load_classifier
         from sae_lab.report.pipeline import check_pair, load_sae, open_split, resolve_classifier
 
-        self.config = config or LineConfig()
+        self.config = replace(config) if config is not None else LineConfig()  # n_images is filled in below
         self.run_dir = Path(run_dir)
         self.out = self.run_dir / LINE_DIR
         self.progress = progress
@@ -222,7 +223,7 @@ class LineSession:
             if image_backend.strip() == "renderer":
                 opts.setdefault("image_size", self.clf.image_size)
             image_backend = make_image_backend(image_backend, **opts)
-        self.images = image_backend
+        self.image_backend = image_backend
         if self.config.n_images is None:
             self.config.n_images = 8 if image_backend.name == "renderer" else 10
         self.cache = ImageCache(self.out / "cache", image_backend, self.config.template, self.config.seed)
@@ -247,7 +248,7 @@ class LineSession:
     # ----------------------------------------------------------------------------------------------- scoring
     def _acts_path(self, concept: str) -> Path:
         c = self.config
-        blob = json.dumps([self.sae_id, self.images.identity, c.template, concept, c.seed, c.n_images])
+        blob = json.dumps([self.sae_id, self.image_backend.identity, c.template, concept, c.seed, c.n_images])
         return self.cache.root / f"acts-{hashlib.sha256(blob.encode()).hexdigest()[:24]}.npy"
 
     def concept_acts(self, concepts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -271,7 +272,11 @@ class LineSession:
             for concept, acts in zip(chunk, z):
                 self._acts[concept] = acts
                 if len(acts) == n:  # a concept with failed images is retried next time
-                    np.save(self._acts_path(concept), acts.numpy())
+                    path = self._acts_path(concept)
+                    tmp = path.with_name(f".{path.name}.tmp")
+                    with open(tmp, "wb") as f:
+                        np.save(f, acts.numpy())
+                    tmp.replace(path)
         return {c: self._acts[c] for c in concepts}
 
     def score(self, requests: dict[int, list[str]], iteration: int) -> dict[int, dict[str, ScoredConcept]]:
@@ -291,7 +296,7 @@ class LineSession:
     # ----------------------------------------------------------------------------------------------- the loop
     def params(self, latents: Sequence[int]) -> dict[str, Any]:
         return {**asdict(self.config), "latents": list(latents), "sae": self.sae_id, "sae_dir": str(self.sae_dir),
-                "classifier": self.clf.path, "image_backend": self.images.identity,
+                "classifier": self.clf.path, "image_backend": self.image_backend.identity,
                 "proposer": self.proposer.name}  # fmt: skip
 
     def run(self, latents: Sequence[int], overwrite: bool = False) -> list[dict[str, Any]]:
@@ -358,9 +363,9 @@ class LineSession:
         scores = self.score(requests, 0)
         for lat in latents:
             ls = state["latents"][str(lat)]
-            pool = Pool(c.pool_size)
+            pool, rng = Pool(c.pool_size), np.random.default_rng([c.seed, lat, 0, 1])
             for concept in requests[lat]:
-                pool.update(scores[lat][concept], np.random.default_rng([c.seed, lat, 0, 1]))
+                pool.update(scores[lat][concept], rng)
             ls["scored"] = {k: v.to_dict() for k, v in scores[lat].items()}
             ls["pool"] = pool.to_list()
             self._record_history(ls, pool, 0)
@@ -409,8 +414,11 @@ class LineSession:
         neurons = self.run_dir / "neurons.jsonl"
         if neurons.is_file():
             for line in neurons.read_text().splitlines():
-                row = json.loads(line) if line.strip() else {}
-                gt = row.get("ground_truth")
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                gt = row.get("ground_truth") if isinstance(row, dict) else None
                 if isinstance(row.get("id"), int) and gt and gt.get("primitive"):
                     out[row["id"]] = {
                         "primitive": gt["primitive"],
@@ -546,6 +554,7 @@ def run_line_stage(
     sae_dir: str | Path | None,
     latents: Sequence[int] | int = 8,
     n_iters: int = 4,
+    n_images: int = 8,
     seed: int = 0,
     classifier: str | Path | None = None,
     device: str | None = None,
@@ -559,7 +568,7 @@ def run_line_stage(
         ``images_generated``, ``seconds``.
     """
     t0 = time.perf_counter()
-    config = LineConfig(n_iters=n_iters, n_images=8, seed=seed)
+    config = LineConfig(n_iters=n_iters, n_images=n_images, seed=seed)
     session = LineSession(run_dir, sae_dir, config, "renderer", "offline", classifier=classifier, device=device,
                           progress=progress)  # fmt: skip
     ids = choose_latents(session, latents) if isinstance(latents, int) else list(latents)
@@ -584,12 +593,15 @@ def _fmt(x: Any, nd: int = 3) -> str:
 
 
 def score_plot(history: Sequence[dict], proposals: Sequence[dict], width: int = 560, height: int = 200) -> str:
-    """An inline SVG: best score so far per iteration (line) and each proposal's score (dots)."""
+    """An inline SVG: best score so far per iteration (line) and each scored concept's score (dots)."""
     import html
 
-    pts = [(h["iteration"], h["best_score"]) for h in history if h.get("best_score") is not None]
-    dots = [(p["iteration"], p["score"]) for p in proposals if p.get("score") is not None]
-    values = [v for _, v in pts + dots if math.isfinite(v)]
+    def finite(x: Any) -> bool:
+        return isinstance(x, (int, float)) and math.isfinite(x)
+
+    pts = [(h["iteration"], h["best_score"]) for h in history if finite(h.get("best_score"))]
+    dots = [(p["iteration"], p["score"]) for p in proposals if finite(p.get("score"))]
+    values = [v for _, v in pts + dots]
     if not values:
         return "<p class='muted'>no scores yet</p>"
     lo, hi = min(values), max(values)
@@ -603,12 +615,12 @@ def score_plot(history: Sequence[dict], proposals: Sequence[dict], width: int = 
 
     line = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, v) for i, v in pts))
     circles = "".join(f"<circle cx='{x:.1f}' cy='{y:.1f}' r='3' fill='#7c2d92'/>" for x, y in
-                      (xy(i, v) for i, v in dots if math.isfinite(v)))  # fmt: skip
+                      (xy(i, v) for i, v in dots))  # fmt: skip
     axes = (f"<line x1='{pl}' y1='{pt + h}' x2='{pl + w}' y2='{pt + h}' stroke='#999'/>"
             f"<line x1='{pl}' y1='{pt}' x2='{pl}' y2='{pt + h}' stroke='#999'/>"
             f"<text x='2' y='{pt + 8}'>{hi:.3g}</text><text x='2' y='{pt + h}'>{lo:.3g}</text>"
             f"<text x='{pl}' y='{height - 6}'>iteration 0</text><text x='{pl + w - 20}' y='{height - 6}'>{n}</text>")  # fmt: skip
-    title = html.escape("best score so far (line) and each proposal's score (dots)")
+    title = html.escape("best score so far (line) and each concept's score (dots)")
     return (f"<svg width='{width}' height='{height}' role='img' aria-label='{title}'>{axes}"
             f"<polyline points='{line}' fill='none' stroke='#15803d' stroke-width='2'/>{circles}</svg>")  # fmt: skip
 
@@ -635,6 +647,7 @@ def render_latent_page(result: dict, ls: dict, images: dict[str, list[str]], con
         f"<td>{thumbs(c['concept'])}</td></tr>"
         for c in Pool.from_list(ls["pool"], config.pool_size).to_list()
     )
+    initial = [{"iteration": 0, "score": c["score"]} for c in ls["scored"].values() if c["iteration"] == 0]
     gt = result.get("ground_truth")
     gt_line = (f"<p class='muted'>ground truth: {e(gt['primitive'])} (image AUC {_fmt(gt.get('image_auc'))}, "
                f"from the {e(gt.get('source', ''))})</p>" if gt else "")  # fmt: skip
@@ -647,7 +660,7 @@ mean activation {_fmt(result["mean"], 2)}) after {result["iterations"]} iteratio
 <p class='muted'>prompt template: “{e(config.template)}”; {config.n_images} images per concept; initial pool: top classes
 {e(", ".join(ls["top_classes"]))}; random {e(", ".join(ls["random_classes"]))}.</p>
 <div>{thumbs(result["best_concept"])}</div>
-<h2>Score over iterations</h2>{score_plot(ls["history"], ls["proposals"])}
+<h2>Score over iterations</h2>{score_plot(ls["history"], initial + ls["proposals"])}
 <h2>Proposals</h2><table><tr><th>it.</th><th>concept</th><th>score</th><th>AUC</th><th>MAD</th><th>mean</th>
 <th>reasoning</th><th>images</th></tr>{"".join(rows)}</table>
 <h2>Final pool</h2><table><tr><th>concept</th><th>score</th><th>added at</th><th>images</th></tr>{pool_rows}</table>

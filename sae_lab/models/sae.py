@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-_CHUNK_ELEMENTS = 1 << 21  # pre-activations per encoder chunk on CPU (8 MiB in float32)
+_CHUNK_ELEMENTS = 1 << 23  # pre-activations per encoder chunk on CPU (32 MiB in float32: stays in L3)
 
 
 @dataclass

@@ -85,7 +85,9 @@ def _num(x: Any, digits: int = 3) -> str:
 
 
 def _tile(name: str, value: str, title: str = "") -> str:
-    return f'<div class="tile" title="{html.escape(title)}"><div class="v">{value}</div><div class="k">{name}</div></div>'
+    return (
+        f'<div class="tile" title="{html.escape(title)}"><div class="v">{value}</div><div class="k">{name}</div></div>'
+    )
 
 
 def _summary(report: dict[str, Any], labels: dict, line: dict) -> str:
@@ -115,7 +117,7 @@ def _summary(report: dict[str, Any], labels: dict, line: dict) -> str:
         f'<div class="tiles">{"".join(tiles)}</div>',
         '<div class="cols">',
         f'<div><h3>SAE metrics (validation)</h3><table class="kv">{metric_rows or "<tr><td>none recorded</td></tr>"}</table></div>',
-        f'<div><h3>Latent frequencies</h3>{_histogram_svg(report.get("frequency_histogram") or {})}</div>',
+        f"<div><h3>Latent frequencies</h3>{_histogram_svg(report.get('frequency_histogram') or {})}</div>",
         "</div>",
     ]
     if report.get("primitives"):
@@ -132,7 +134,9 @@ def _summary(report: dict[str, Any], labels: dict, line: dict) -> str:
         )
     dead = report.get("dead_latents") or []
     links = " ".join(_latent_link(i) for i in dead)
-    parts.append(f'<details id="dead"><summary><h3>Dead latents ({len(dead)})</h3></summary><p>{links or "none"}</p></details>')
+    parts.append(
+        f'<details id="dead"><summary><h3>Dead latents ({len(dead)})</h3></summary><p>{links or "none"}</p></details>'
+    )
     return "\n".join(parts)
 
 
@@ -146,7 +150,7 @@ def _histogram_svg(hist: dict[str, Any], width: int = 420, height: int = 160) ->
     if not counts:
         return "<p>no live latents</p>"
     pad_l, pad_b, pad_t = 34, 28, 8
-    w, h = width - pad_l - 6, height - pad_b - pad_t
+    w, h = width - pad_l - 16, height - pad_b - pad_t
     top = max(max(counts), 1)
     bw = w / len(counts)
     bars = []
@@ -181,7 +185,8 @@ _PAGE = r"""<!DOCTYPE html>
 * { box-sizing: border-box; }
 body { margin:0; font:14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color:var(--fg); background:var(--bg); }
 header { padding:16px 24px; background:#fff; border-bottom:1px solid var(--line); }
-h1 { margin:0; font-size:20px; } h2 { font-size:17px; margin:24px 0 8px; } h3 { font-size:15px; margin:16px 0 6px; display:inline-block; }
+h1 { margin:0; font-size:20px; } h2 { font-size:17px; margin:24px 0 8px; } h3 { font-size:15px; margin:16px 0 6px; }
+details summary h3 { display:inline-block; }
 main { padding:0 24px 48px; max-width:1400px; }
 code { font-size:12px; background:#f1f1f4; padding:1px 4px; border-radius:3px; }
 .meta, .hint { color:var(--muted); font-size:12px; font-weight:normal; }
@@ -287,7 +292,7 @@ function visible() {
   return rows;
 }
 function rowHtml(n) {
-  const ex = (n.exemplars || [])[0];
+  const ex = (n.exemplars || []).find(e => e.image);
   const img = ex ? `<img class="thumb" src="${esc(ex.image)}" alt="top exemplar of latent ${n.id}" loading="lazy">` : "";
   const top = (n.top_classes || []).slice(0, 3).map(c => esc(c.class)).join(", ");
   const gt = n.ground_truth ? `${esc(n.ground_truth.primitive)} ${fmt(n.ground_truth.image_auc, 2)}` : "–";
@@ -321,7 +326,7 @@ function classBars(list, scale, neg) {
 function cardHtml(n) {
   const labels = labelsOf(n), line = LINE[String(n.id)];
   const scale = Math.max(1e-9, ...[...(n.top_classes || []), ...(n.anti_classes || [])].map(c => Math.abs(c.S ?? 0)));
-  const ex = (n.exemplars || []).map(e =>
+  const ex = (n.exemplars || []).filter(e => e.image).map(e =>
     `<figure><img src="${esc(e.image)}" alt="exemplar ${e.id}"><figcaption>${esc(e.class)} · ${fmt(e.z_max, 2)}</figcaption></figure>`).join("");
   let labelHtml = labels.map(l => `<li><b>${esc(l.label)}</b> <span class="src">${esc(l.source || "")}</span>` +
     (l.evidence ? `<div class="hint">${esc(l.evidence)}</div>` : "") + "</li>").join("");
@@ -338,7 +343,7 @@ function cardHtml(n) {
   return `<button class="close" type="button" aria-label="close">×</button>` +
     `<h2 id="card-title">Latent #${n.id}${n.dead ? ' <span class="tag dead">dead</span>' : ""}</h2>` +
     `<h3>Labels</h3><ul class="labels">${labelHtml || '<li class="empty">no labels yet (python -m sae_lab label)</li>'}</ul>` +
-    `<h3>Exemplars</h3>${ex ? `<div class="exemplars">${ex}</div>` : '<p class="empty">never active</p>'}` +
+    `<h3>Exemplars</h3>${ex ? `<div class="exemplars">${ex}</div>` : `<p class="empty">${n.dead ? "dead: never in the Top-K code, no pictures drawn" : "never active"}</p>`}` +
     `<h3>Top classes</h3>${classBars(n.top_classes, scale, false)}` +
     `<h3>Anti-classes</h3>${classBars(n.anti_classes, scale, true)}` +
     `<h3>Statistics</h3><table class="kv">${stats.map(([k, v]) => `<tr><th>${k}</th><td>${v}</td></tr>`).join("")}</table>` +

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from sae_lab.data.tokens import fmap_to_tokens, rank_and_world
+from sae_lab.report import writer
 from sae_lab.stats import (
     KnockoutComparison,
     LatentStats,
@@ -35,11 +37,9 @@ from sae_lab.stats import (
     gather_latent_stats,
     logit_lens,
     pearson,
-    pool_masks,
     rank_classes,
     recovered_primitives,
 )
-from sae_lab.report import writer
 
 MATCH_AUC = 0.9
 """A latent matches a primitive, and the primitive is recovered, at image-level AUC ≥ this (DESIGN.md)."""
@@ -114,13 +114,27 @@ class _Positioned(Dataset):
             return None
         item = {**item, "position": pos}
         if "masks" in item:
-            item["token_masks"] = pool_masks(item.pop("masks")[None], self.grid)[0]
+            item["token_masks"] = pool_masks_any(item.pop("masks"), self.grid)
         return item
 
 
+def pool_masks_any(masks: Tensor, grid: tuple[int, int]) -> Tensor:
+    """One image's pixel masks (P, S, S) → (H·W, P) token masks, a token on when any pixel of its adaptive-pooling
+    cell is: :func:`sae_lab.stats.pool_masks` for one image, in numpy (no thread-pool round trips per image)."""
+    m = np.asarray(masks, dtype=bool)
+    p, s1, s2 = m.shape
+    h, w = grid
+    if s1 % h == 0 and s2 % w == 0:
+        out = m.reshape(p, h, s1 // h, w, s2 // w).any(axis=(2, 4))
+    else:  # adaptive cells: [⌊i·S/h⌋, ⌈(i+1)·S/h⌉)
+        rows = np.stack([m[:, (i * s1) // h : -(-(i + 1) * s1 // h)].any(1) for i in range(h)], 1)
+        out = np.stack([rows[:, :, (j * s2) // w : -(-(j + 1) * s2 // w)].any(2) for j in range(w)], 2)
+    return torch.from_numpy(np.ascontiguousarray(out.reshape(p, h * w).T))
+
+
 def _token_grid(net, dataset, positions: range, device) -> tuple[int, int]:
-    """(H, W) of the feature map, from a blank image of the dataset's image size."""
-    for pos in positions[:16]:
+    """(H, W) of the feature map, from a blank image of the dataset's image size ((0, 0) without readable images)."""
+    for pos in positions:
         item = dataset[pos]
         if item is not None:
             blank = torch.zeros(1, *item["image"].shape, device=device)
@@ -209,7 +223,7 @@ def stream_statistics(
                 _keep_exemplar_fmaps(fmaps, stats.exemplars.ids[ko].flatten(), pos[sl].to(device), fmap)
         bar.update(len(pos))
     bar.close()
-    if world > 1:
+    if dist.is_available() and dist.is_initialized():
         stats, token_fire, image_fire, rows, fmaps = _merge_ranks(stats, token_fire, image_fire, rows, fmaps, ko)
         grid = tuple(max(g) for g in zip(*_all_gather(grid)))
     return StatsPass(stats, token_fire.cpu(), image_fire.cpu(), fmaps, rows, grid, time.perf_counter() - t0)
@@ -335,8 +349,6 @@ def rows_store(num_images: int, num_latents: int, staging: Path) -> Path | None:
     return staging / ".stats" if num_images * num_latents * 8 > _ROWS_IN_RAM else None
 
 
-
-
 # ------------------------------------------------------------------------------------------------ inputs
 def load_sae(sae_dir: str | Path, device: torch.device | str = "cpu"):
     """The exported SAE in ``sae_dir`` (``cfg.json`` + ``sae.safetensors``), in eval mode without gradients."""
@@ -344,7 +356,9 @@ def load_sae(sae_dir: str | Path, device: torch.device | str = "cpu"):
 
     sae_dir = Path(sae_dir)
     if not sae_dir.is_dir():
-        raise FileNotFoundError(f"SAE folder {sae_dir} does not exist (train one with `fit --config configs/quickstart/sae.yaml`)")
+        raise FileNotFoundError(
+            f"SAE folder {sae_dir} does not exist (train one with `fit --config configs/quickstart/sae.yaml`)"
+        )
     missing = [f for f in ("cfg.json", "sae.safetensors") if not (sae_dir / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{sae_dir} is not an exported SAE: it lacks {', '.join(missing)}")
@@ -401,6 +415,8 @@ def open_split(clf, data: str | None, split: str | None, batch_size: int, roots:
     Returns:
         (datamodule, dataset, split name, primitive names or None).
     """
+    from datasets.exceptions import DatasetGenerationError
+
     from sae_lab.data.export import WORLD_META
     from sae_lab.data.tokens import image_datamodule
     from sae_lab.data.world import PRIMITIVES
@@ -417,7 +433,10 @@ def open_split(clf, data: str | None, split: str | None, batch_size: int, roots:
                 dm = moved
                 break
     dm.prepare_data()
-    dm.setup("fit")
+    try:
+        dm.setup("fit")
+    except DatasetGenerationError as e:  # e.g. a parquet split without rows
+        raise ValueError(f"cannot read the images at {dm.source} ({e.__cause__ or e}); is a split empty?") from e
     if len(dm.class_names) != len(clf.class_names):
         raise ValueError(
             f"the data at {dm.source} has {len(dm.class_names)} classes, the classifier {len(clf.class_names)}"
@@ -523,7 +542,8 @@ def build_report(
             "seconds": round(t3 - t0, 2),
             "timings": {"pass": round(sp.seconds, 2), "analysis": round(t2 - t1, 2), "images": round(t3 - t2, 2)},
         }  # fmt: skip
-        report = writer.report_summary(analysis, primitive_names=primitive_names, match_auc=MATCH_AUC, **facts)
+        report = writer.plain(writer.report_summary(analysis, primitive_names=primitive_names, match_auc=MATCH_AUC,
+                                                    **facts))  # fmt: skip
         records = writer.neuron_records(analysis, list(clf.class_names), primitive_names, files, sp.rows)
         writer.write_jsonl(staging / writer.NEURONS, records)
         writer.write_json(staging / writer.REPORT, report)

@@ -51,7 +51,7 @@ def _palette() -> np.ndarray:
     heat = np.arange(HEAT_LEVELS)[:, None] / (HEAT_LEVELS - 1)
     ink = np.arange(INK_LEVELS)[None, :] / (INK_LEVELS - 1)
     colour = np.stack([np.interp(heat, np.linspace(0, 1, len(_ANCHORS)), _ANCHORS[:, c]) for c in range(3)], -1)
-    alpha = np.where(heat > 0, 0.2 + 0.5 * heat, 0.0)[..., None]
+    alpha = (0.75 * heat)[..., None]  # transparent at 0, so cells without activation fade out smoothly
     paper = 255.0 * (1.0 - 0.15 * ink)[..., None]
     rgb = (paper * (1 - alpha) + colour * alpha) * (1.0 - 0.85 * ink)[..., None]  # strokes stay dark on top
     out = np.full((256, 3), 255, np.uint8)

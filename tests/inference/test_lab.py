@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import zlib
@@ -14,7 +15,14 @@ from PIL import Image
 
 from sae_lab.data.images import ImageDecodeError
 from sae_lab.data.world import SketchWorld
-from sae_lab.inference import SaeLab, read_labels, rewrite_sentences, run_why_stage, template_sentence
+from sae_lab.inference import (
+    LatentContribution,
+    SaeLab,
+    read_labels,
+    rewrite_sentences,
+    run_why_stage,
+    template_sentence,
+)
 from sae_lab.llm import GenerationResult, TextBackend
 from sae_lab.models.sae import SaeConfig, TopKSAE
 
@@ -228,7 +236,16 @@ def test_every_input_kind_gives_the_same_answer(lab, tmp_path):
     path = tmp_path / "s.png"
     Image.fromarray(sketch).save(path)
     rgba, gray16 = rgba_and_16bit(sketch)
-    inputs = [sketch, path, str(path), path.read_bytes(), Image.open(path), rgba, png_bytes(gray16), lab.to_tensor(sketch)]
+    inputs = [
+        sketch,
+        path,
+        str(path),
+        path.read_bytes(),
+        Image.open(path),
+        rgba,
+        png_bytes(gray16),
+        lab.to_tensor(sketch),
+    ]
     whys = lab.why(inputs)
     assert len({w.predicted.index for w in whys}) == 1
     assert max(w.logit for w in whys) - min(w.logit for w in whys) < 1e-4
@@ -263,6 +280,11 @@ class FakeBackend(TextBackend):
 def test_sentence_template_and_llm_rewrite(lab):
     a, b = lab.why(world_images(2), top=3)
     assert a.sentence == template_sentence(a) and f'"{a.predicted.name}"' in a.sentence
+    lats = [LatentContribution(1, 2.0, 0.1, 0.5, "circle"), LatentContribution(2, 2.0, 0.1, 0.3, "star"),
+            LatentContribution(3, 2.0, 0.1, 0.4, "circle"), LatentContribution(4, 2.0, 0.1, -0.2, None)]  # fmt: skip
+    merged = template_sentence(dataclasses.replace(a, latents=lats))
+    assert merged.endswith('"circle" (latents 1, 3, +0.90) and "star" (latent 2, +0.30), despite an unnamed feature '
+                           "(latent 4, -0.20).")  # fmt: skip
     backend = FakeBackend(["The drawing looks like a house because of its roof.\nextra", None])
     out = rewrite_sentences([a, b], backend)
     assert out == ["The drawing looks like a house because of its roof.", b.sentence]  # a failure keeps the template

@@ -37,6 +37,15 @@ def sae_dir(classifier_ckpt, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _one_thread():
+    """Small batches on shared cores: extra intra-op threads only add synchronisation."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
     """httpx honours proxy variables; loopback traffic must not go through one."""
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):

@@ -1,0 +1,92 @@
+"""ReportCallback: the neuron report at the end of SAE training, from the SAE in memory.
+
+Every rank streams its share of the images; the shards are merged with ``gather_latent_stats`` and rank 0
+writes ``run_dir``. Add it to an SAE config::
+
+    trainer:
+      callbacks:
+        - class_path: sae_lab.report.callback.ReportCallback
+          init_args: {run_dir: reports/quickstart}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from sae_lab.report import writer
+
+
+class ReportCallback(L.Callback):
+    """Writes the neuron report of the trained SAE when ``fit`` ends.
+
+    Args:
+        run_dir: the report folder (``reports/<run>``).
+        split: train, val or test (None: test when the data has a held-out test split, else val).
+        data: image source override (None: the images the FeatureTokenDataModule's classifier was trained on,
+            or the datamodule's own ``data`` override).
+        n_exemplars: exemplar images per latent.
+        quantile: q of the on-threshold τ.
+        overwrite: replace a report already in ``run_dir`` (otherwise fit refuses to start).
+        batch_size: images per forward.
+        knockout_latents: latents whose knockout is measured (None: all).
+        progress: show progress bars (rank 0).
+    """
+
+    def __init__(
+        self,
+        run_dir: str,
+        split: str | None = None,
+        data: str | None = None,
+        n_exemplars: int = 16,
+        quantile: float = 0.99,
+        overwrite: bool = False,
+        batch_size: int = 256,
+        knockout_latents: int | None = 1024,
+        progress: bool = False,
+    ):
+        self.run_dir = Path(run_dir)
+        self.split, self.data, self.n_exemplars, self.quantile = split, data, n_exemplars, quantile
+        self.overwrite, self.batch_size, self.knockout_latents = overwrite, batch_size, knockout_latents
+        self.progress = progress
+        self.report: dict[str, Any] | None = None
+        """The report.json dict once written (rank 0)."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Fail before training, not after it.
+        if writer.has_report(self.run_dir) and not self.overwrite:
+            raise FileExistsError(
+                f"{self.run_dir} already holds a report ({writer.NEURONS}); set overwrite: true on ReportCallback"
+            )
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from sae_lab.report.pipeline import build_report
+
+        sae, clf = getattr(pl_module, "sae", None), getattr(pl_module, "classifier", None)
+        if sae is None or clf is None:
+            raise ValueError("ReportCallback needs an SaeModule trained on a FeatureTokenDataModule")
+        dm = trainer.datamodule
+        data = self.data if self.data is not None else getattr(getattr(dm, "hparams", None), "data", None)
+        metrics = getattr(pl_module, "last_val", None)
+        was_training = sae.training
+        sae.eval()
+        try:
+            self.report = build_report(
+                sae,
+                clf,
+                self.run_dir,
+                split=self.split,
+                data=data,
+                n_exemplars=self.n_exemplars,
+                quantile=self.quantile,
+                overwrite=self.overwrite,
+                batch_size=self.batch_size,
+                progress=self.progress and trainer.is_global_zero,
+                knockout_latents=self.knockout_latents,
+                sae_metrics={k: round(float(v), 6) for k, v in metrics.items()} if metrics else None,
+            )
+        finally:
+            sae.train(was_training)
+        trainer.strategy.barrier("report")
