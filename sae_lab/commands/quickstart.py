@@ -111,17 +111,70 @@ class Quickstart:
         print("[quickstart] sae: " + ", ".join(f"{k}={v}" for k, v in block.items()))
         return block
 
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "reports" / "quickstart"
+
+    def report(self) -> dict:
+        from sae_lab.report import run_report
+
+        done = self.finished("report", self.report_dir / "neurons.jsonl")
+        if done:
+            print(f"[quickstart] report: already done ({self.report_dir}); --force re-runs it")
+            return done
+        block = run_report(self.run_dir / "sae", self.report_dir, overwrite=True, progress=not self.args.smoke)
+        print("[quickstart] report: " + ", ".join(f"{k}={v}" for k, v in block.items()))
+        return block
+
+    def labels(self) -> dict:
+        from sae_lab.labels import run_labels
+
+        # Resumable on its own: latents already labelled with the same prompt are skipped.
+        block = run_labels(self.report_dir, "offline", progress=not self.args.smoke)
+        print("[quickstart] labels: " + ", ".join(f"{k}={v}" for k, v in block.items()))
+        return block
+
+    def line(self) -> dict:
+        from sae_lab.line import run_line_stage
+
+        n = 4 if self.args.smoke else 12
+        block = run_line_stage(self.report_dir, self.run_dir / "sae", latents=quickstart_latents(self.report_dir, n))
+        print("[quickstart] line: " + ", ".join(f"{k}={v}" for k, v in block.items()))
+        return block
+
+    def why(self) -> dict:
+        from sae_lab.inference import run_why_stage
+
+        return run_why_stage(self.report_dir, self.run_dir / "sae", n_images=4 if self.args.smoke else 8)
+
+    STAGES = ("classifier", "sae", "report", "labels", "line", "why")
+
     def run(self) -> dict:
         """Runs every stage; total_seconds is this run's wall time plus the recorded time of skipped stages."""
         t0 = time.perf_counter()
         skipped = 0.0
-        for block in ("classifier", "sae"):
+        for block in self.STAGES:
             before = read_summary(self.summary_path).get(block)
             values = getattr(self, block)()
-            if values is before or (before is not None and values == before):
+            if before is not None and values == before:
                 skipped += float(values.get("seconds", 0.0))
             update_summary(self.summary_path, block, values)
         return update_summary(self.summary_path, "total_seconds", round(time.perf_counter() - t0 + skipped, 1))
+
+
+def quickstart_latents(report_dir: Path, n: int) -> list[int]:
+    """A handful of live latents for LINE: the best ground-truth matches first, one per primitive, then others."""
+    neurons = [json.loads(line) for line in (report_dir / "neurons.jsonl").read_text().splitlines() if line.strip()]
+    live = [x for x in neurons if not x.get("dead")]
+    scored = sorted(live, key=lambda x: -((x.get("ground_truth") or {}).get("image_auc") or 0.0))
+    chosen, seen = [], set()
+    for x in scored:
+        prim = (x.get("ground_truth") or {}).get("primitive")
+        if prim not in seen:
+            chosen.append(x["id"])
+            seen.add(prim)
+    chosen += [x["id"] for x in scored if x["id"] not in chosen]
+    return chosen[:n]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -329,7 +329,7 @@ function cardHtml(n) {
   const ex = (n.exemplars || []).filter(e => e.image).map(e =>
     `<figure><img src="${esc(e.image)}" alt="exemplar ${e.id}"><figcaption>${esc(e.class)} · ${fmt(e.z_max, 2)}</figcaption></figure>`).join("");
   let labelHtml = labels.map(l => `<li><b>${esc(l.label)}</b> <span class="src">${esc(l.source || "")}</span>` +
-    (l.evidence ? `<div class="hint">${esc(l.evidence)}</div>` : "") + "</li>").join("");
+    (l.evidence ? `<div class="hint">${esc(typeof l.evidence === "string" ? l.evidence : JSON.stringify(l.evidence))}</div>` : "") + "</li>").join("");
   if (line) labelHtml += `<li><b>${esc(line.best_concept)}</b> <span class="src">LINE, score ${fmt(line.best_score, 3)}</span></li>`;
   let gt = '<p class="empty">no ground truth for this data</p>';
   if (n.ground_truth) {

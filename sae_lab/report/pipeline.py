@@ -524,6 +524,8 @@ def build_report(
             return None
         t1 = time.perf_counter()
         analysis = analyse(sp, sae, net, ko, batch_size)
+        sp.stats.close()  # the per-image rows (and their memory-mapped files in staging) are no longer needed
+        shutil.rmtree(staging / ".stats", ignore_errors=True)
         t2 = time.perf_counter()
         files = _write_images(staging, analysis, sp, dataset, progress)
         t3 = time.perf_counter()

@@ -168,9 +168,13 @@ def corner_inputs(monkeypatch):
     return corner_sae(), clf, items
 
 
-def test_a_planted_latent_is_found_end_to_end(corner_inputs, tmp_path):
+def test_a_planted_latent_is_found_end_to_end(corner_inputs, tmp_path, monkeypatch):
     sae, clf, items = corner_inputs
+    monkeypatch.setattr(pipeline, "_ROWS_IN_RAM", 0)  # per-image rows memory-mapped in the staging folder
     report = pipeline.build_report(sae, clf, tmp_path / "run", n_exemplars=8, progress=False)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "exemplars", "index.html", "neurons.jsonl", "report.json", "sprites"
+    ]  # fmt: skip
     neurons, on_disk = read_report(tmp_path / "run")
     assert on_disk == json.loads(json.dumps(writer.plain(report)))
     planted = neurons[0]
