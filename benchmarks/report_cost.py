@@ -49,7 +49,7 @@ def plain_forward(net, sae, dataset, batch_size: int) -> int:
 
 def report_statistics(net, sae, dataset, args, num_classes: int, num_primitives: int | None):
     """(b): the report's pass and analysis (no files)."""
-    ko = pipeline.knockout_subset(sae.cfg.num_latents, args.knockout_latents)
+    ko = pipeline.knockout_subset(sae.cfg.num_latents, None if args.knockout_latents < 0 else args.knockout_latents)
     sp = pipeline.stream_statistics(net, sae, dataset, num_classes, num_primitives, args.exemplars, args.quantile,
                                     args.batch_size, ko, progress=False)  # fmt: skip
     t = time.perf_counter()
@@ -80,7 +80,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--exemplars", type=int, default=16)
     p.add_argument("--quantile", type=float, default=0.99)
-    p.add_argument("--knockout-latents", type=int, default=1024)
+    p.add_argument("--knockout-latents", type=int, default=pipeline.KNOCKOUT_LATENTS, help="-1: all")
     p.add_argument("--rounds", type=int, default=3, help="alternating (a)/(b) rounds per mode")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--modes", default="compute,e2e", help="comma-separated: compute, e2e")

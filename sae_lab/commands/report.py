@@ -19,10 +19,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
-    p.add_argument("--knockout-latents", type=int, default=1024,
-                   help="latents whose knockout is measured (evenly spaced ids when the SAE has more; 0: none)")  # fmt: skip
+    p.add_argument("--knockout-latents", type=_count_or_all, default=256,
+                   help="latents whose knockout is measured: a number (evenly spaced ids; 0: none) or 'all'")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace a report already in --run")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _count_or_all(value: str) -> int | None:
+    if value == "all":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {value!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ class ReportCallback(L.Callback):
         quantile: q of the on-threshold τ.
         overwrite: replace a report already in ``run_dir`` (otherwise fit refuses to start).
         batch_size: images per forward.
-        knockout_latents: latents whose knockout is measured (None: all).
+        knockout_latents: latents whose knockout is measured (evenly spaced ids; None: all).
         progress: show progress bars (rank 0).
     """
 
@@ -44,7 +44,7 @@ class ReportCallback(L.Callback):
         quantile: float = 0.99,
         overwrite: bool = False,
         batch_size: int = 256,
-        knockout_latents: int | None = 1024,
+        knockout_latents: int | None = 256,
         progress: bool = False,
     ):
         self.run_dir = Path(run_dir)

@@ -43,6 +43,8 @@ from sae_lab.stats import (
 
 MATCH_AUC = 0.9
 """A latent matches a primitive, and the primitive is recovered, at image-level AUC ≥ this (DESIGN.md)."""
+KNOCKOUT_LATENTS = 256
+"""Default number of latents whose knockout is measured (evenly spaced ids; the rest get delta_measured null)."""
 _ROWS_IN_RAM = 2 << 30
 """Per-image statistics rows above this many bytes go to memory-mapped files in the staging folder."""
 _ACT_ELEMENTS = 1 << 24
@@ -124,8 +126,8 @@ def pool_masks_any(masks: Tensor, grid: tuple[int, int]) -> Tensor:
     m = np.asarray(masks, dtype=bool)
     p, s1, s2 = m.shape
     h, w = grid
-    if s1 % h == 0 and s2 % w == 0:
-        out = m.reshape(p, h, s1 // h, w, s2 // w).any(axis=(2, 4))
+    if s1 % h == 0 and s2 % w == 0:  # rows of cells first: any over contiguous blocks is the fast path
+        out = m.reshape(p, h, s1 // h, s2).any(axis=2).reshape(p, h, w, s2 // w).any(axis=3)
     else:  # adaptive cells: [⌊i·S/h⌋, ⌈(i+1)·S/h⌉)
         rows = np.stack([m[:, (i * s1) // h : -(-(i + 1) * s1 // h)].any(1) for i in range(h)], 1)
         out = np.stack([rows[:, :, (j * s2) // w : -(-(j + 1) * s2 // w)].any(2) for j in range(w)], 2)
@@ -318,9 +320,15 @@ def _measure_knockout(sp, sae, net, result, dead, top, anti, knockout_latents, l
     latents = cand[ok.any(1)].tolist()
     if not latents:
         return None, float("nan")
+    used = on.any(1)
+    fmap, on = fmap[used.to(fmap.device)], on[used]
+    # When every on-image of each evaluated latent was kept, the dataset's mean_on(z_avg) is the same images'
+    # (like for like) and need not be recomputed; otherwise compare_knockout recomputes it on the sample.
+    complete = bool((ok.sum(1) == result.n_on[cand])[ok.any(1)].all())
+    mean_on = result.mean_on_zavg if complete else None
     classes = torch.cat([top, anti], 1)
     with _torch_threads(1):  # hundreds of tiny forwards: one thread is faster, several only contend
-        cmp = compare_knockout(net.head, sae, fmap, lens, classes, on.to(sae.device), None, latents, batch_size)
+        cmp = compare_knockout(net.head, sae, fmap, lens, classes, on.to(sae.device), mean_on, latents, batch_size)
     corr_dataset = pearson(result.knockout[cmp.latent, cmp.class_index], cmp.measured)
     return cmp, corr_dataset
 
@@ -469,7 +477,7 @@ def build_report(
     batch_size: int = 256,
     progress: bool = True,
     num_workers: int = 0,
-    knockout_latents: int | None = 1024,
+    knockout_latents: int | None = KNOCKOUT_LATENTS,
     sae_dir: str | Path | None = None,
     sae_metrics: dict | None = None,
     roots: list[Path] | None = None,
@@ -593,7 +601,7 @@ def run_report(
     progress: bool = True,
     device: str | None = None,
     num_workers: int = 0,
-    knockout_latents: int | None = 1024,
+    knockout_latents: int | None = KNOCKOUT_LATENTS,
 ) -> dict[str, Any]:
     """``python -m sae_lab report``: the neuron report of the exported SAE in ``sae_dir``, written to ``run_dir``.
 
