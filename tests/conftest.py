@@ -9,12 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
-IMAGE_SIZE = 32
-N_TRAIN = 144
-N_TEST = 36
+from helpers.common import IMAGE_SIZE, N_TEST, N_TRAIN, REPO, TESTS  # noqa: E402
 
 torch.set_num_threads(2)
 

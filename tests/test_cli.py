@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import IMAGE_SIZE, REPO
+from helpers.common import IMAGE_SIZE, REPO
 
 from sae_lab.__main__ import main
 from sae_lab.cli import SaeLabCLI

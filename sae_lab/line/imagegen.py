@@ -17,9 +17,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    import httpx
+
+    from sae_lab.llm.remote import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +218,8 @@ class ReplicateImageBackend(ImageBackend):
         base_url: API root; None for Replicate's (or ``REPLICATE_BASE_URL``).
         steps: Sent as ``steps_key`` when given.
         guidance: Sent as ``guidance_key`` when given.
+        steps_key: The model's input field for the number of steps.
+        guidance_key: The model's input field for the guidance scale.
         extra_input: Extra model inputs for every prediction (e.g. ``{"aspect_ratio": "1:1"}``).
         concurrency: Predictions in flight at once.
         timeout_s: Per-attempt timeout in seconds.
@@ -234,8 +241,8 @@ class ReplicateImageBackend(ImageBackend):
         concurrency: int = 8,
         timeout_s: float = 300.0,
         poll_interval_s: float = 0.5,
-        retry=None,
-        transport=None,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         import httpx
         import replicate

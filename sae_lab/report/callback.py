@@ -54,9 +54,9 @@ class ReportCallback(L.Callback):
         self.report: dict[str, Any] | None = None
         """The report.json dict once written (rank 0)."""
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Fail before training, not after it.
-        if writer.has_report(self.run_dir) and not self.overwrite:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Fail before training (and before the module's own setup), not after it.
+        if stage == "fit" and writer.has_report(self.run_dir) and not self.overwrite:
             raise FileExistsError(
                 f"{self.run_dir} already holds a report ({writer.NEURONS}); set overwrite: true on ReportCallback"
             )

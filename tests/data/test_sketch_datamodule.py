@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import IMAGE_SIZE, N_TEST, N_TRAIN
+from helpers.common import IMAGE_SIZE, N_TEST, N_TRAIN
 from PIL import Image
 
 from sae_lab.data.export import decode_masks, encode_masks

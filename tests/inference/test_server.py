@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO, TESTS
+from helpers.common import REPO, TESTS
 from PIL import Image
 from test_lab import bomb_png, make_run, png_bytes, rgba_and_16bit, world_images
 

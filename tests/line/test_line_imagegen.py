@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from line_fixtures import *  # noqa: F403 -- the LINE fixtures (autouse ones included)
 from PIL import Image
 
 from sae_lab.line.imagegen import (

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from line_fixtures import *  # noqa: F403 -- the LINE fixtures (autouse ones included)
 from test_hf import tiny_model_dir  # noqa: F401 -- the tiny random Llama fixture of the LLM tests
 
 from sae_lab.__main__ import main

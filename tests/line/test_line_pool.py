@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from line_fixtures import *  # noqa: F403 -- the LINE fixtures (autouse ones included)
 
 from sae_lab.line.pool import Pool, ScoredConcept
 

@@ -1,6 +1,7 @@
 """Proposals: the answer parser, batched LLM proposals with retries and fallback, and the offline proposer."""
 
 import pytest
+from line_fixtures import *  # noqa: F403 -- the LINE fixtures (autouse ones included)
 
 from sae_lab.data.world import CLASSES
 from sae_lab.line.pool import ScoredConcept

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from line_fixtures import *  # noqa: F403 -- the LINE fixtures (autouse ones included)
 
 from sae_lab.line.scoring import ControlSet, LatentScorer, concept_scores
 from sae_lab.stats import mad, roc_auc

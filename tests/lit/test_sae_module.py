@@ -7,7 +7,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from helpers.common import REPO
 
 from sae_lab.data.token_datamodule import FeatureTokenDataModule
 from sae_lab.data.tokens import fmap_to_tokens

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import IMAGE_SIZE
+from helpers.common import IMAGE_SIZE
 from PIL import Image
 
 from sae_lab.lit.classifier import load_classifier
@@ -300,7 +300,7 @@ def test_report_callback_writes_the_report_when_sae_training_ends(classifier_ckp
     run_dir = tmp_path / "reports" / "fit"
     callback = ReportCallback(run_dir=str(run_dir), n_exemplars=4)
     dm = FeatureTokenDataModule(str(classifier_ckpt), source="live", batch_size=128, image_batch_size=36,
-                                stats_images=36)  # fmt: skip
+                                shuffle_buffer=256, stats_images=36)  # fmt: skip
     module = SaeModule(num_latents=NUM_LATENTS, k=K, lr=3e-3, export_dir=str(tmp_path / "export"))
     trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,

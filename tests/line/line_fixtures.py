@@ -1,4 +1,8 @@
-"""Fixtures for the LINE tests: a random SAE on the test classifier, no hub access, the LLM tests' helpers."""
+"""Fixtures for the LINE tests: a random SAE on the test classifier, no hub access, the LLM tests' helpers.
+
+Not a conftest.py on purpose: test modules elsewhere do ``from conftest import …``, which resolves to whichever
+conftest was imported last. Each test module here imports what it uses (autouse fixtures included).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "llm"))  # test_hf'
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may come from the Hugging Face hub
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["DIFFUSERS_OFFLINE"] = "1"
+
+__all__ = ["no_proxies", "one_thread", "sae_dir"]
 
 NUM_LATENTS = 24
 K = 4
@@ -37,7 +43,7 @@ def sae_dir(classifier_ckpt, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def one_thread():
     """Small batches on shared cores: extra intra-op threads only add synchronisation."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -46,7 +52,7 @@ def _one_thread():
 
 
 @pytest.fixture(autouse=True)
-def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
     """httpx honours proxy variables; loopback traffic must not go through one."""
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
