@@ -137,8 +137,10 @@ class Quickstart:
     def line(self) -> dict:
         from sae_lab.line import run_line_stage
 
-        n = 4 if self.args.smoke else 12
-        block = run_line_stage(self.report_dir, self.run_dir / "sae", latents=quickstart_latents(self.report_dir, n))
+        smoke = self.args.smoke
+        latents = quickstart_latents(self.report_dir, 4 if smoke else 12)
+        block = run_line_stage(self.report_dir, self.run_dir / "sae", latents=latents, n_iters=1 if smoke else 4,
+                               n_images=2 if smoke else 8)  # fmt: skip
         print("[quickstart] line: " + ", ".join(f"{k}={v}" for k, v in block.items()))
         return block
 
