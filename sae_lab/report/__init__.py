@@ -17,6 +17,7 @@ from sae_lab.report.pipeline import (
     run_report,
     stream_statistics,
 )
+from sae_lab.report.writer import has_report
 
 __all__ = [
     "Analysis",
@@ -25,6 +26,7 @@ __all__ = [
     "analyse",
     "build_report",
     "check_pair",
+    "has_report",
     "load_sae",
     "quickstart_block",
     "render_index",

@@ -192,6 +192,20 @@ def test_a_planted_latent_is_found_end_to_end(corner_inputs, tmp_path, monkeypat
     assert report["knockout"]["corr"] > 0.99
 
 
+def test_without_ground_truth_the_report_has_none(corner_inputs, tmp_path, monkeypatch):
+    sae, clf, items = corner_inputs
+    plain_items = [{k: v for k, v in it.items() if k not in ("masks", "primitives")} for it in items]
+    dm = SimpleNamespace(source="tu-berlin-like", hparams=SimpleNamespace(image_size=32))
+    monkeypatch.setattr(pipeline, "open_split", lambda *a, **k: (dm, plain_items, "val", None))
+    report = pipeline.build_report(sae, clf, tmp_path / "run", n_exemplars=4, knockout_latents=0, progress=False)
+    neurons = writer.read_jsonl(tmp_path / "run" / "neurons.jsonl")
+    assert all(n["ground_truth"] is None and n["stats_block"]["ground_truth"] is None for n in neurons)
+    assert report["primitives_total"] is None and report["primitives"] is None and report["latents_matched"] is None
+    assert report["knockout"] == {"corr": None, "corr_dataset": None, "pairs": 0, "latents": 0}
+    assert all(c["delta_measured"] is None for n in neurons for c in n["top_classes"])
+    assert 'id="primitives"' not in (tmp_path / "run" / "index.html").read_text()
+
+
 def test_under_torch_distributed_the_gathered_pass_equals_the_plain_one(tmp_path):
     """The rank-merging path (gather_latent_stats, counters, rows, feature maps), in a one-process gloo group.
     Two real ranks: see test_sae_module's DDP run; merging shards exactly is tested in tests/stats."""
@@ -299,8 +313,7 @@ def test_report_callback_writes_the_report_when_sae_training_ends(classifier_ckp
     L.seed_everything(0, verbose=False)
     run_dir = tmp_path / "reports" / "fit"
     callback = ReportCallback(run_dir=str(run_dir), n_exemplars=4)
-    dm = FeatureTokenDataModule(str(classifier_ckpt), source="live", batch_size=128, image_batch_size=36,
-                                shuffle_buffer=256, stats_images=36)  # fmt: skip
+    dm = FeatureTokenDataModule(str(classifier_ckpt), batch_size=128, image_batch_size=36)
     module = SaeModule(num_latents=NUM_LATENTS, k=K, lr=3e-3, export_dir=str(tmp_path / "export"))
     trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,
