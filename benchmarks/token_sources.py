@@ -46,7 +46,9 @@ def rate(dataset, max_batches: int) -> tuple[float, int]:
     return n * len(batch) / seconds, n
 
 
-def measure_token_sources(classifier: str | None = None, batch: int = 4096, max_batches: int = 20) -> list[dict]:
+def measure_token_sources(
+    classifier: str | None = None, batch: int = 4096, max_batches: int = 20, cache_dir: str | None = None
+) -> list[dict]:
     from sae_lab.data.token_datamodule import FeatureTokenDataModule
 
     tmp = Path(tempfile.mkdtemp(prefix="token_bench_"))
@@ -54,7 +56,7 @@ def measure_token_sources(classifier: str | None = None, batch: int = 4096, max_
     ckpt = Path(classifier) if classifier else (default if default.exists() else random_classifier(tmp))
     rows = []
     for source in ("cached", "live"):
-        dm = FeatureTokenDataModule(str(ckpt), source=source, cache_dir=str(tmp / "tokens"), batch_size=batch,
+        dm = FeatureTokenDataModule(str(ckpt), source=source, cache_dir=cache_dir or str(tmp / "tokens"), batch_size=batch,
                                     image_batch_size=256, shuffle_buffer=4 * batch)  # fmt: skip
         t0 = time.perf_counter()
         dm.prepare_data()
@@ -70,9 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--classifier", default=None)
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--batches", type=int, default=20)
+    p.add_argument("--cache-dir", default=None, help="an existing token cache of this classifier (else a fresh one)")
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
-    for row in measure_token_sources(args.classifier, args.batch, args.batches):
+    for row in measure_token_sources(args.classifier, args.batch, args.batches, args.cache_dir):
         print(f"token source {row['source']:<7} {row['tokens_per_s']:>12,.0f} tokens/s at batch {args.batch} "
               f"({row['batches']} batches; setup {row['setup_s']:.1f}s)")  # fmt: skip
 

