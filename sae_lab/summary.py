@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,9 @@ def read_summary(path: str | os.PathLike) -> dict[str, Any]:
 
 def _finite(value: Any) -> Any:
     """NaN and infinities become null: JSON has no spelling for them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+    from sae_lab.jsonable import to_jsonable
+
+    return to_jsonable(value, strict=False)
 
 
 def update_summary(path: str | os.PathLike, block: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from sae_lab.data.world import primitives_in_text
+from sae_lab.jsonable import to_jsonable
 from sae_lab.line.imagegen import ImageBackend, ImageCache, make_image_backend
 from sae_lab.line.pool import Pool, ScoredConcept
 from sae_lab.line.proposer import LLMProposer, OfflineProposer, Proposal, ProposalContext, normalize_concept
@@ -123,17 +124,7 @@ def resolve_sae_dir(run_dir: str | Path, sae: str | Path | None = None) -> Path:
 
 def _plain(value: Any) -> Any:
     """JSON-ready: NaN/inf → None, tensors and numpy scalars unwrapped."""
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        value = value.tolist()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+    return to_jsonable(value, strict=False)
 
 
 def _dump(path: Path, value: Any, lines: bool = False) -> None:

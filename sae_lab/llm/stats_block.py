@@ -13,10 +13,11 @@ Keys the offline backend reads: ``latent``, ``frequency``, ``top_classes`` and `
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from sae_lab.jsonable import to_jsonable
 
 BEGIN = "BEGIN STATS"
 END = "END STATS"
@@ -25,17 +26,7 @@ _BLOCK = re.compile(rf"^[ \t]*{BEGIN}[ \t]*$(.*?)^[ \t]*{END}[ \t]*$", re.MULTIL
 
 def _plain(value: Any, ndigits: int) -> Any:
     """JSON-ready copy: floats rounded, NaN/inf → None, numpy/torch scalars unwrapped, tuples → lists."""
-    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        return round(value, ndigits) if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v, ndigits) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v, ndigits) for v in value]
-    raise TypeError(f"cannot put {type(value).__name__} in a stats block")
+    return to_jsonable(value, ndigits)
 
 
 def format_stats_block(stats: Mapping[str, Any], ndigits: int = 3) -> str:

@@ -18,6 +18,9 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
+from sae_lab.jsonable import to_jsonable
+from sae_lab.summary import atomic_write_text
+
 if TYPE_CHECKING:
     from sae_lab.report.pipeline import Analysis
 
@@ -73,27 +76,12 @@ def has_report(run_dir: Path) -> bool:
 
 def plain(value: Any, ndigits: int = 6) -> Any:
     """A JSON-ready copy: tensors/numpy scalars unwrapped, floats rounded, NaN/inf → None."""
-    if isinstance(value, (Tensor, np.ndarray)):
-        value = value.tolist()
-    elif isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        return round(value, ndigits) if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): plain(v, ndigits) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v, ndigits) for v in value]
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+    return to_jsonable(value, ndigits)
 
 
 def write_text(path: Path, text: str) -> None:
     """Write to a temporary name beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def write_json(path: Path, value: Any) -> None:
