@@ -17,6 +17,7 @@ from typing import Any
 import lightning as L
 
 from sae_lab.report import writer
+from sae_lab.report.pipeline import KNOCKOUT_LATENTS
 
 
 class ReportCallback(L.Callback):
@@ -44,7 +45,7 @@ class ReportCallback(L.Callback):
         quantile: float = 0.99,
         overwrite: bool = False,
         batch_size: int = 256,
-        knockout_latents: int | None = 256,
+        knockout_latents: int | None = KNOCKOUT_LATENTS,
         progress: bool = False,
     ):
         self.run_dir = Path(run_dir)
