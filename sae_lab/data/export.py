@@ -42,10 +42,30 @@ def encode_masks(masks: np.ndarray) -> bytes:
     return png_bytes(bits)
 
 
+def decode_mask_bits(data: bytes) -> np.ndarray:
+    """The (S, S) uint16 bitmask of :func:`encode_masks` (bit p set where mask p is)."""
+    return np.asarray(Image.open(io.BytesIO(data)), dtype=np.uint16)
+
+
 def decode_masks(data: bytes, num_primitives: int) -> np.ndarray:
     """Inverse of :func:`encode_masks`: (P, S, S) bool."""
-    bits = np.asarray(Image.open(io.BytesIO(data)), dtype=np.int64)
-    return np.stack([(bits >> p) & 1 for p in range(num_primitives)]).astype(bool)
+    return unpack_bits(decode_mask_bits(data), num_primitives)
+
+
+def unpack_bits(bits: np.ndarray, num_primitives: int) -> np.ndarray:
+    """(...) uint16 bitmask → (P, ...) bool, one plane per primitive."""
+    return ((bits[None] >> np.arange(num_primitives, dtype=np.uint16).reshape(-1, *[1] * bits.ndim)) & 1).astype(bool)
+
+
+def pool_mask_bits(bits: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(S1, S2) bitmask → (h, w) bitmask of the adaptive-pooling cells: a cell's bit p is set when any of its pixels
+    has it (cells [⌊i·S/h⌋, ⌈(i+1)·S/h⌉) as in ``adaptive_max_pool2d``). One OR-reduction serves every primitive."""
+    s1, s2 = bits.shape
+    h, w = grid
+    if s1 % h == 0 and s2 % w == 0:  # equal blocks: two reshaped reductions
+        return np.bitwise_or.reduce(np.bitwise_or.reduce(bits.reshape(h, s1 // h, s2), axis=1).reshape(h, w, -1), 2)
+    rows = np.stack([np.bitwise_or.reduce(bits[(i * s1) // h : -(-(i + 1) * s1 // h)], 0) for i in range(h)])
+    return np.stack([np.bitwise_or.reduce(rows[:, (j * s2) // w : -(-(j + 1) * s2 // w)], 1) for j in range(w)], 1)
 
 
 def _rows(args: tuple[int, int, int, str, int, int]) -> list[dict]:
@@ -142,3 +162,18 @@ def _progress(enabled: bool, total: int, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, unit="img", leave=False)
+
+
+def pool_masks_any(masks, grid: tuple[int, int]) -> np.ndarray:
+    """One image's pixel masks (P, S, S) → (H·W, P) bool token masks, a token on when any pixel of its
+    adaptive-pooling cell is: :func:`sae_lab.stats.pool_masks` for one image, in numpy (no thread-pool round trips
+    per image)."""
+    m = np.asarray(masks, dtype=bool)
+    p, s1, s2 = m.shape
+    h, w = grid
+    if s1 % h == 0 and s2 % w == 0:  # rows of cells first: any over contiguous blocks is the fast path
+        out = m.reshape(p, h, s1 // h, s2).any(axis=2).reshape(p, h, w, s2 // w).any(axis=3)
+    else:  # adaptive cells: [⌊i·S/h⌋, ⌈(i+1)·S/h⌉)
+        rows = np.stack([m[:, (i * s1) // h : -(-(i + 1) * s1 // h)].any(1) for i in range(h)], 1)
+        out = np.stack([rows[:, :, (j * s2) // w : -(-(j + 1) * s2 // w)].any(2) for j in range(w)], 2)
+    return np.ascontiguousarray(out.reshape(p, h * w).T)

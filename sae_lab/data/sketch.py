@@ -15,11 +15,19 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from sae_lab.data.export import WORLD_META, decode_masks, export_world
+from sae_lab.data.export import (
+    WORLD_META,
+    decode_mask_bits,
+    export_world,
+    pool_mask_bits,
+    pool_masks_any,
+    unpack_bits,
+)
 from sae_lab.data.images import ImageDecodeError, load_image_tensor
 from sae_lab.data.world import CLASSES, PRIMITIVES
 
@@ -103,6 +111,12 @@ class SketchDataset(Dataset):
         return len(self.ds)
 
     def __getitem__(self, i: int):
+        return self.get(i)
+
+    def get(self, i: int, mask_grid: tuple[int, int] | None = None):
+        """Item ``i``; with ``mask_grid`` (h, w) and annotations, ``token_masks`` (h·w, P) bool — a token on when any
+        pixel of its pooling cell is — replaces the pixel ``masks`` (pooled on the stored bitmask, all primitives in
+        one pass)."""
         row = self.ds[int(i)]
         index = int(row.get("row", i))
         try:
@@ -121,10 +135,18 @@ class SketchDataset(Dataset):
         if self.annotations:
             prim = torch.zeros(len(PRIMITIVES))
             prim[list(row["primitives"])] = 1.0
-            masks = torch.from_numpy(decode_masks(row["primitive_masks"]["bytes"], len(PRIMITIVES)))
+            bits = decode_mask_bits(row["primitive_masks"]["bytes"])
+            item["primitives"] = prim
+            if mask_grid is not None and bits.shape[-1] == self.image_size:
+                pooled = pool_mask_bits(bits, mask_grid).reshape(-1)
+                item["token_masks"] = torch.from_numpy(np.ascontiguousarray(unpack_bits(pooled, len(PRIMITIVES)).T))
+                return item
+            masks = torch.from_numpy(unpack_bits(bits, len(PRIMITIVES)))
             if masks.shape[-1] != self.image_size:
                 masks = F.interpolate(masks[None].float(), size=self.image_size, mode="area")[0] >= 0.25
-            item["primitives"], item["masks"] = prim, masks
+            item["masks"] = masks
+            if mask_grid is not None:
+                item["token_masks"] = torch.from_numpy(pool_masks_any(item.pop("masks"), mask_grid))
         return item
 
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from sae_lab.data.export import pool_masks_any
 from sae_lab.data.tokens import fmap_to_tokens, rank_and_world
 from sae_lab.report import writer
 from sae_lab.stats import (
@@ -111,27 +111,14 @@ class _Positioned(Dataset):
 
     def __getitem__(self, j: int):
         pos = self.positions[j]
-        item = self.dataset[pos]
+        get = getattr(self.dataset, "get", None)
+        item = get(pos, mask_grid=self.grid) if get is not None else self.dataset[pos]
         if item is None:
             return None
         item = {**item, "position": pos}
         if "masks" in item:
-            item["token_masks"] = pool_masks_any(item.pop("masks"), self.grid)
+            item["token_masks"] = torch.from_numpy(pool_masks_any(item.pop("masks"), self.grid))
         return item
-
-
-def pool_masks_any(masks: Tensor, grid: tuple[int, int]) -> Tensor:
-    """One image's pixel masks (P, S, S) → (H·W, P) token masks, a token on when any pixel of its adaptive-pooling
-    cell is: :func:`sae_lab.stats.pool_masks` for one image, in numpy (no thread-pool round trips per image)."""
-    m = np.asarray(masks, dtype=bool)
-    p, s1, s2 = m.shape
-    h, w = grid
-    if s1 % h == 0 and s2 % w == 0:  # rows of cells first: any over contiguous blocks is the fast path
-        out = m.reshape(p, h, s1 // h, s2).any(axis=2).reshape(p, h, w, s2 // w).any(axis=3)
-    else:  # adaptive cells: [⌊i·S/h⌋, ⌈(i+1)·S/h⌉)
-        rows = np.stack([m[:, (i * s1) // h : -(-(i + 1) * s1 // h)].any(1) for i in range(h)], 1)
-        out = np.stack([rows[:, :, (j * s2) // w : -(-(j + 1) * s2 // w)].any(2) for j in range(w)], 2)
-    return torch.from_numpy(np.ascontiguousarray(out.reshape(p, h * w).T))
 
 
 def _token_grid(net, dataset, positions: range, device) -> tuple[int, int]:

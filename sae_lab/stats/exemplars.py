@@ -56,7 +56,7 @@ class TopExemplars:
         self._ensure_maps(maps.shape[-1])
         cand_values = torch.cat([self.values, values], 1)
         cand_ids = torch.cat([self.ids, ids], 1)
-        chosen = select_top(cand_values, cand_ids, self.n)
+        chosen = self._choose(cand_values, cand_ids)
         old = chosen < self.n
         new_idx = (chosen - self.n).clamp_min(0)
         expand = (-1, -1, maps.shape[-1])
@@ -68,6 +68,18 @@ class TopExemplars:
         self.values = cand_values.gather(1, chosen)
         self.ids = cand_ids.gather(1, chosen)
         self.labels = torch.cat([self.labels, labels], 1).gather(1, chosen)
+
+    def _choose(self, values: Tensor, ids: Tensor) -> Tensor:
+        """:func:`select_top` over (M, L) candidates, first narrowed to those that can win: every value at or above
+        a row's n-th largest (ties included), so the two full-width sorts run on a few columns only."""
+        n = self.n
+        if values.shape[1] > 2 * n:
+            kth = values.topk(n, dim=1).values[:, -1:]
+            width = int((values >= kth).sum(1).max())
+            if width < values.shape[1]:
+                keep = values.topk(width, dim=1, sorted=False).indices  # holds every value >= kth of its row
+                return keep.gather(1, select_top(values.gather(1, keep), ids.gather(1, keep), n))
+        return select_top(values, ids, n)
 
     def update(self, z_max: Tensor, image_ids: Tensor, labels: Tensor, token_acts: Tensor) -> None:
         """Offer a batch of images.

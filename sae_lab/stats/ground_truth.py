@@ -42,7 +42,7 @@ def token_bin_edges(bins: int | Tensor | None = None) -> Tensor:
     return torch.logspace(lo, hi, bins + 1, dtype=torch.float64)
 
 
-def bin_index(acts: Tensor, edges: Tensor) -> Tensor:
+def bin_index(acts: Tensor, edges: Tensor, offsets: Tensor | None = None, exact_zeros: bool = True) -> Tensor:
     """Histogram bin of each activation: 0 for exact zeros (and negatives), 1 + #edges ≤ value otherwise.
 
     Geometric edges (the default) are indexed in closed form from log(value), several times faster than a
@@ -50,21 +50,31 @@ def bin_index(acts: Tensor, edges: Tensor) -> Tensor:
     them between adjacent bins (the binning stays monotone).
 
     Args:
-        acts: (...) activations.
+        acts: (..., M) activations.
         edges: (E,) bin edges from :func:`token_bin_edges`.
+        offsets: (M,) int64 added along the last axis (e.g. ``latent · bins``, giving one flat id space for a
+            single ``bincount`` over every latent's histogram).
+        exact_zeros: False puts zeros and negatives in bin 1, with the positive values below the first edge, and
+            skips a masked pass over the data; for callers that count zeros apart and move them to bin 0.
 
     Returns:
-        (...) int64 in [0, E + 1]: E + 2 bins in all.
+        (..., M) int64 in [0, E + 1] (E + 2 bins in all), plus ``offsets``.
     """
     ratios = edges[1:] / edges[:-1]
     if len(edges) > 1 and torch.allclose(ratios, ratios[:1], rtol=1e-9, atol=0.0):
         first, scale = edges[0].item(), 1.0 / math.log2(ratios[0].item())
-        logs = acts.clamp_min(first / 2).log2()  # clamped first: log of 0 takes a slow path on CPU
-        steps = ((logs - math.log2(first)) * scale).floor_().clamp_(-1, len(edges) - 1)
-        idx = steps.long() + 2
+        steps = acts.clamp_min(first / 2).log2_()  # clamped first: log of 0 takes a slow path on CPU
+        steps.sub_(math.log2(first)).mul_(scale).floor_().clamp_(-1, len(edges) - 1).add_(2)
+        if exact_zeros:
+            steps.masked_fill_(acts <= 0, 0)
+        if offsets is not None and len(offsets) and int(offsets.max()) + len(edges) + 2 < 2**24:
+            return steps.add_(offsets.to(steps.dtype)).long()  # integers below 2**24 are exact in float32
+        idx = steps.long()
     else:
         idx = torch.bucketize(acts, edges.to(acts.device, acts.dtype), right=True) + 1
-    return torch.where(acts > 0, idx, torch.zeros_like(idx))
+        if exact_zeros:
+            idx.masked_fill_(acts <= 0, 0)
+    return idx if offsets is None else idx.add_(offsets)
 
 
 def average_ranks(scores: Tensor) -> Tensor:

@@ -120,8 +120,9 @@ class LatentStats:
             primitives = token_masks.any(1)
         z_max, z_avg = acts.amax(1), acts.mean(1)
         fires = z_max > 0
-        self.token_fire += (acts > 0).sum((0, 1))
-        self.act_sum += acts.sum((0, 1), dtype=torch.float64)
+        nonzero = (acts > 0).reshape(b * t, m)
+        self.token_fire += nonzero.sum(0)
+        self.act_sum += acts.reshape(b * t, m).sum(0).double()  # a batch's float32 sum, accumulated in float64
         self.image_fire += fires.sum(0)
         self.class_counts += torch.bincount(labels, minlength=self.num_classes)
         self.class_fire.index_add_(0, labels, fires.long())
@@ -133,25 +134,37 @@ class LatentStats:
         if self.num_primitives:
             self.rows["primitives"].append(primitives.to(torch.bool).reshape(b, self.num_primitives))
             if token_masks is not None:
-                self._update_histograms(
-                    acts.reshape(b * t, m), token_masks.to(self.device).reshape(b * t, -1), token_chunk
-                )
+                masks = token_masks.to(self.device).reshape(b * t, -1)
+                self._update_histograms(acts.reshape(b * t, m), nonzero, masks, token_chunk)
         self.num_images += b
         self.num_tokens += b * t
 
-    def _update_histograms(self, acts: Tensor, masks: Tensor, token_chunk: int) -> None:
-        """Token histograms: all masked tokens (M, bins) and, per primitive, its on-mask tokens (P, M, bins)."""
-        m, nb = self.num_latents, self.num_bins
+    def _update_histograms(self, acts: Tensor, nonzero: Tensor, masks: Tensor, token_chunk: int) -> None:
+        """Token histograms: all masked tokens (M, bins) and, per primitive, its on-mask tokens (P, M, bins).
+
+        Zeros are binned with the tiny positive values (bin 1) and then moved to bin 0 by count — (M,) and (P, M)
+        zero counts from one comparison and a (P, n)·(n, M) product — instead of masking every entry."""
+        m, nb, p = self.num_latents, self.num_bins, self.num_primitives
         offsets = torch.arange(m, device=acts.device) * nb
-        for start in range(0, len(acts), max(1, token_chunk // m)):
-            part = acts[start : start + max(1, token_chunk // m)]
-            flat = bin_index(part, self.edges) + offsets  # (n, M) global bin ids
+        step = max(1, token_chunk // m)
+        for start in range(0, len(acts), step):
+            part = acts[start : start + step]
             mask = masks[start : start + len(part)].bool()
+            flat = bin_index(part, self.edges, offsets, exact_zeros=False)  # (n, M) global bin ids
             self.hist_all += torch.bincount(flat.flatten(), minlength=m * nb)
-            for p in range(self.num_primitives):
-                sel = mask[:, p]
+            for q in range(p):
+                sel = mask[:, q]
                 if sel.any():
-                    self.hist_on[p] += torch.bincount(flat[sel].flatten(), minlength=m * nb)
+                    self.hist_on[q] += torch.bincount(flat[sel].flatten(), minlength=m * nb)
+            fired = nonzero[start : start + len(part)]
+            zeros_all = len(part) - fired.sum(0)  # (M,)
+            fired_on = (mask.t().to(part.dtype) @ fired.to(part.dtype)).round().long()  # (P, M): exact below 2**24
+            zeros_on = mask.sum(0, keepdim=True).t() - fired_on
+            hist_all, hist_on = self.hist_all.view(m, nb), self.hist_on.view(p, m, nb)
+            hist_all[:, 1] -= zeros_all
+            hist_all[:, 0] += zeros_all
+            hist_on[:, :, 1] -= zeros_on
+            hist_on[:, :, 0] += zeros_on
         self.num_masked_tokens += len(acts)
 
     # ------------------------------------------------------------------------------------------------ compute

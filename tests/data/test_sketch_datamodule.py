@@ -10,7 +10,7 @@ import torch
 from helpers.common import IMAGE_SIZE, N_TEST, N_TRAIN
 from PIL import Image
 
-from sae_lab.data.export import decode_masks, encode_masks
+from sae_lab.data.export import decode_masks, encode_masks, pool_mask_bits, pool_masks_any
 from sae_lab.data.images import image_to_tensor
 from sae_lab.data.sketch import DataSourceError, SketchDataModule, collate_skip_corrupt
 from sae_lab.data.world import CLASSES, SketchWorld
@@ -86,6 +86,27 @@ def test_augmentation_changes_training_images_but_not_validation(world_dir):
 def test_masks_encode_and_decode_exactly():
     masks = np.random.default_rng(0).random((12, 20, 20)) > 0.7
     assert np.array_equal(decode_masks(encode_masks(masks), 12), masks)
+
+
+@pytest.mark.parametrize("size,grid", [(32, (4, 4)), (30, (4, 4)), (64, (7, 5))])
+def test_pooling_the_bitmask_equals_pooling_every_mask(size, grid):
+    masks = np.random.default_rng(size).random((12, size, size)) > 0.97
+    bits = np.zeros((size, size), np.uint16)
+    for p in range(12):
+        bits |= masks[p].astype(np.uint16) << p
+    pooled = pool_mask_bits(bits, grid)
+    want = pool_masks_any(masks, grid)  # (h·w, P)
+    got = (pooled.reshape(-1)[:, None] >> np.arange(12)) & 1
+    assert pooled.shape == grid and np.array_equal(got.astype(bool), want)
+
+
+def test_token_masks_from_the_dataset_equal_pooled_pixel_masks(world_dir):
+    ds = make_dm(world_dir, test_split="test", annotations=True).datasets["test"]
+    for i in range(0, len(ds), 7):
+        full, pooled = ds[i], ds.get(i, mask_grid=(4, 4))
+        assert "masks" not in pooled and torch.equal(pooled["image"], full["image"])
+        assert torch.equal(pooled["token_masks"], torch.from_numpy(pool_masks_any(full["masks"].numpy(), (4, 4))))
+        assert pooled["token_masks"].any(0).tolist() == full["primitives"].bool().tolist()
 
 
 def test_missing_data_path_names_it(tmp_path):

@@ -122,6 +122,27 @@ def test_token_auc_from_histograms_is_close_to_exact():
         assert exact[m, p].item() == pytest.approx(brute_force_auc(flat[on].tolist(), flat[~on].tolist()))
 
 
+@pytest.mark.parametrize("token_bins", [None, torch.tensor([0.1, 0.2, 1.0, 5.0], dtype=torch.float64)])
+def test_token_histograms_equal_a_plain_bincount_with_an_exact_zero_bin(token_bins):
+    acts, masks = random_token_data(seed=3)
+    acts[0, :4] = torch.tensor([1e-9, 1e-6, 5e-5, 0.0])[:, None]  # positive values below the first edge, and a zero
+    stats = LatentStats(NUM_LATENTS, 3, num_primitives=NUM_PRIMITIVES, n_exemplars=2, token_bins=token_bins)
+    labels = torch.zeros(N_IMAGES, dtype=torch.long)
+    for start in range(0, N_IMAGES, 16):
+        sl = slice(start, start + 16)
+        stats.update(acts[sl], labels[sl], torch.arange(N_IMAGES)[sl], token_masks=masks[sl], token_chunk=100)
+    idx = bin_index(acts.reshape(-1, NUM_LATENTS), stats.edges)  # exact zeros in bin 0, by definition
+    nb, on = stats.num_bins, masks.reshape(-1, NUM_PRIMITIVES)
+    want_all = torch.stack([torch.bincount(idx[:, m], minlength=nb) for m in range(NUM_LATENTS)])
+    want_on = torch.stack(
+        [torch.stack([torch.bincount(idx[on[:, p], m], minlength=nb) for m in range(NUM_LATENTS)])
+         for p in range(NUM_PRIMITIVES)]
+    )  # fmt: skip
+    assert torch.equal(stats.hist_all.view(NUM_LATENTS, nb), want_all)
+    assert torch.equal(stats.hist_on.view(NUM_PRIMITIVES, NUM_LATENTS, nb), want_on)
+    assert want_all[:, 0].sum() == (acts == 0).sum() and want_all[:, 1].sum() >= 3
+
+
 def test_pool_masks_follows_token_order():
     masks = torch.zeros(1, 2, 4, 4, dtype=torch.bool)
     masks[0, 0, 0, 3] = True  # top-right pixel → token (h=0, w=1)

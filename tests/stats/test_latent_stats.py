@@ -14,6 +14,7 @@ from sae_lab.stats import (
     quantile_linear,
     select_top,
 )
+from sae_lab.stats.exemplars import TopExemplars
 
 NUM_LATENTS = 16
 NUM_CLASSES = 5
@@ -124,6 +125,16 @@ def test_exemplar_slots_pad_when_few_images():
     res = one_pass([(acts, labels, ids, prims, masks)]).compute()
     assert (res.exemplar_ids[:, 2:] == -1).all() and torch.isinf(res.exemplar_z_max[:, 2:]).all()
     assert set(res.exemplar_ids[:, :2].flatten().tolist()) == set(ids.tolist())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_narrowed_exemplar_choice_equals_the_full_sort_under_ties(seed):
+    g = torch.Generator().manual_seed(seed)
+    values = (torch.rand(30, 60, generator=g) * 5).round()  # six distinct values: ties everywhere
+    values[::3, :4] = -torch.inf  # empty slots
+    ids = torch.stack([torch.randperm(1000, generator=g)[:60] for _ in range(30)])
+    chosen = TopExemplars(30, N_EXEMPLARS)._choose(values, ids)
+    assert torch.equal(chosen, select_top(values, ids, N_EXEMPLARS))
 
 
 def test_select_top_breaks_ties_by_id():
