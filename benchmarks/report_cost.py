@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sae_lab.data.sketch import collate_skip_corrupt  # noqa: E402
 from sae_lab.data.tokens import fmap_to_tokens, image_datamodule, tokens_to_fmap  # noqa: E402
 from sae_lab.lit.classifier import load_classifier  # noqa: E402
-from sae_lab.report import pipeline, writer  # noqa: E402
+from sae_lab.report import pipeline, settings, writer  # noqa: E402
 
 
 @torch.no_grad()
@@ -93,7 +93,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--exemplars", type=int, default=16)
     p.add_argument("--quantile", type=float, default=0.99)
-    p.add_argument("--knockout-latents", type=int, default=pipeline.KNOCKOUT_LATENTS, help="-1: all")
+    p.add_argument("--knockout-latents", type=int, default=settings.KNOCKOUT_LATENTS, help="-1: all")
     p.add_argument("--rounds", type=int, default=3, help="alternating (a)/(b) rounds per mode")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--modes", default="compute,e2e", help="comma-separated: compute, e2e")
@@ -161,7 +161,7 @@ def main() -> None:
             t_records = time.perf_counter() - t
             print(f"[files] exemplar PNGs + sprites for {len(files)} latents {t_images:.2f}s; "
                   f"neurons.jsonl {t_records:.2f}s (not in the ratio)")  # fmt: skip
-        report = writer.report_summary(analysis, primitive_names=primitive_names, match_auc=pipeline.MATCH_AUC)
+        report = writer.report_summary(analysis, primitive_names=primitive_names, match_auc=settings.MATCH_AUC)
         print(f"primitives recovered {report['primitives_recovered']}/{report['primitives_total']}, "
               f"live latents matched {report['latents_matched']}, live {report['live_latents']}/"
               f"{report['num_latents']}, knockout r={report['knockout']['corr']} over {report['knockout']['pairs']} "

@@ -72,8 +72,23 @@ def check_columns(columns, where: str) -> None:
         )
 
 
-def augment(x: torch.Tensor) -> torch.Tensor:
-    """Training augmentation on a (1, S, S) ink image: small affine, flip, stroke thickness jitter."""
+def erase_rectangle(x: torch.Tensor, area: tuple[float, float] = (0.15, 0.4)) -> torch.Tensor:
+    """Cutout on a (1, S, S) ink image: a random rectangle (a share ``area`` of the image, aspect 1/2–2) set to
+    blank paper."""
+    s1, s2 = x.shape[-2:]
+    share = float(torch.empty(()).uniform_(*area))
+    aspect = math.exp(float(torch.empty(()).uniform_(-math.log(2), math.log(2))))
+    h = min(s1, max(1, round(math.sqrt(share * s1 * s2 * aspect))))
+    w = min(s2, max(1, round(math.sqrt(share * s1 * s2 / aspect))))
+    top, left = int(torch.randint(0, s1 - h + 1, ())), int(torch.randint(0, s2 - w + 1, ()))
+    x = x.clone()
+    x[..., top : top + h, left : left + w] = 0.0
+    return x
+
+
+def augment(x: torch.Tensor, erase: float = 0.0) -> torch.Tensor:
+    """Training augmentation on a (1, S, S) ink image: small affine, flip, stroke thickness jitter and, with
+    probability ``erase``, a cutout rectangle."""
     if torch.rand(()) < 0.5:
         x = x.flip(-1)
     angle = math.radians(float(torch.empty(()).uniform_(-10, 10)))
@@ -88,6 +103,8 @@ def augment(x: torch.Tensor) -> torch.Tensor:
         x = F.max_pool2d(F.pad(x[None], (0, 1, 0, 1)), 2, stride=1)[0]
     elif r < 0.5:  # thinner strokes: soften the stroke edges
         x = 0.5 * (x - F.max_pool2d(-F.pad(x[None], (0, 1, 0, 1)), 2, stride=1)[0])
+    if erase > 0 and float(torch.rand(())) < erase:
+        x = erase_rectangle(x)
     return x.clamp_(0, 1)
 
 
@@ -99,10 +116,18 @@ class SketchDataset(Dataset):
     cannot be decoded yields None (see :func:`collate_skip_corrupt`) with a warning naming it.
     """
 
-    def __init__(self, hf_dataset, image_size: int, augment: bool = False, annotations: bool = False, name: str = ""):
+    def __init__(
+        self,
+        hf_dataset,
+        image_size: int,
+        augment: bool = False,
+        annotations: bool = False,
+        name: str = "",
+        erase: float = 0.0,
+    ):
         self.ds = hf_dataset
         self.image_size = image_size
-        self.augment = augment
+        self.augment, self.erase = augment, erase
         self.annotations = annotations and "primitive_masks" in hf_dataset.column_names
         self.name = name
         self.skipped = 0
@@ -130,7 +155,7 @@ class SketchDataset(Dataset):
             )
             return None
         if self.augment:
-            image = augment(image)
+            image = augment(image, self.erase)
         item = {"image": image, "label": int(row["label"]), "index": index}
         if self.annotations:
             prim = torch.zeros(len(PRIMITIVES))
@@ -170,6 +195,8 @@ class SketchDataModule(L.LightningDataModule):
         val_fraction: share of the training split held out, stratified, as validation.
         split_seed: seed of the stratified validation split.
         augment: apply training augmentation (affine, flip, stroke thickness).
+        erase: probability that a training image also loses a random rectangle (cutout, 15–40 % of its area), so
+            the classifier learns to use every part of a sketch, not only the one stroke that decides its class.
         test_split: split used by `test`; None uses the held-out validation set (TU-Berlin's own
             test split overlaps train).
         annotations: also yield the sketch world's primitive multi-hot and masks.
@@ -188,6 +215,7 @@ class SketchDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         split_seed: int = 0,
         augment: bool = True,
+        erase: float = 0.0,
         test_split: str | None = None,
         annotations: bool = False,
         world_train: int = 8000,
@@ -199,6 +227,8 @@ class SketchDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if not 0.0 <= erase <= 1.0:
+            raise ValueError(f"erase is a probability in [0, 1], got {erase}")
         self.is_world = data == "world"
         if self.is_world:
             key = hashlib.sha1(f"{world_seed}-{image_size}-{world_train}-{world_test}".encode()).hexdigest()[:10]
@@ -289,7 +319,7 @@ class SketchDataModule(L.LightningDataModule):
             warnings.warn(f"validation split is not stratified ({e})", stacklevel=2)
             parts = full.train_test_split(test_size=hp.val_fraction, seed=hp.split_seed)
         size, ann = hp.image_size, hp.annotations
-        self.datasets["train"] = SketchDataset(parts["train"], size, hp.augment, ann, "train")
+        self.datasets["train"] = SketchDataset(parts["train"], size, hp.augment, ann, "train", hp.erase)
         self.datasets["val"] = SketchDataset(parts["test"], size, False, ann, "val")
         test_split = hp.test_split
         if test_split is not None:

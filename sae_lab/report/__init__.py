@@ -17,11 +17,13 @@ from sae_lab.report.pipeline import (
     run_report,
     stream_statistics,
 )
+from sae_lab.report.settings import ReportSettings
 from sae_lab.report.writer import has_report
 
 __all__ = [
     "Analysis",
     "ReportCallback",
+    "ReportSettings",
     "StatsPass",
     "analyse",
     "build_report",

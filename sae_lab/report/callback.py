@@ -11,13 +11,14 @@ writes ``run_dir``. Add it to an SAE config::
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 
 from sae_lab.report import writer
-from sae_lab.report.pipeline import KNOCKOUT_LATENTS
+from sae_lab.report.settings import KNOCKOUT_LATENTS, ReportSettings
 
 
 class ReportCallback(L.Callback):
@@ -49,15 +50,15 @@ class ReportCallback(L.Callback):
         progress: bool = False,
     ):
         self.run_dir = Path(run_dir)
-        self.split, self.data, self.n_exemplars, self.quantile = split, data, n_exemplars, quantile
-        self.overwrite, self.batch_size, self.knockout_latents = overwrite, batch_size, knockout_latents
-        self.progress = progress
+        self.settings = ReportSettings(split=split, data=data, n_exemplars=n_exemplars, quantile=quantile,
+                                       batch_size=batch_size, knockout_latents=knockout_latents, overwrite=overwrite,
+                                       progress=progress)  # fmt: skip
         self.report: dict[str, Any] | None = None
         """The report.json dict once written (rank 0)."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Fail before training (and before the module's own setup), not after it.
-        if stage == "fit" and writer.has_report(self.run_dir) and not self.overwrite:
+        if stage == "fit" and writer.has_report(self.run_dir) and not self.settings.overwrite:
             raise FileExistsError(
                 f"{self.run_dir} already holds a report ({writer.NEURONS}); set overwrite: true on ReportCallback"
             )
@@ -69,25 +70,17 @@ class ReportCallback(L.Callback):
         if sae is None or clf is None:
             raise ValueError("ReportCallback needs an SaeModule trained on a FeatureTokenDataModule")
         dm = trainer.datamodule
-        data = self.data if self.data is not None else getattr(getattr(dm, "hparams", None), "data", None)
+        s = self.settings
+        data = s.data if s.data is not None else getattr(getattr(dm, "hparams", None), "data", None)
+        settings = replace(s, data=data, progress=s.progress and trainer.is_global_zero)
         metrics = getattr(pl_module, "last_val", None)
         was_training = sae.training
         sae.eval()
         try:
             self.report = build_report(
-                sae,
-                clf,
-                self.run_dir,
-                split=self.split,
-                data=data,
-                n_exemplars=self.n_exemplars,
-                quantile=self.quantile,
-                overwrite=self.overwrite,
-                batch_size=self.batch_size,
-                progress=self.progress and trainer.is_global_zero,
-                knockout_latents=self.knockout_latents,
+                sae, clf, self.run_dir, settings,
                 sae_metrics={k: round(float(v), 6) for k, v in metrics.items()} if metrics else None,
-            )
+            )  # fmt: skip
         finally:
             sae.train(was_training)
         trainer.strategy.barrier("report")

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from sae_lab.data.export import pool_masks_any
 from sae_lab.data.tokens import fmap_to_tokens, rank_and_world
 from sae_lab.report import writer
+from sae_lab.report.settings import MATCH_AUC, ReportSettings
 from sae_lab.stats import (
     KnockoutComparison,
     LatentStats,
@@ -41,10 +42,6 @@ from sae_lab.stats import (
     recovered_primitives,
 )
 
-MATCH_AUC = 0.9
-"""A latent matches a primitive, and the primitive is recovered, at image-level AUC ≥ this (DESIGN.md)."""
-KNOCKOUT_LATENTS = 256
-"""Default number of latents whose knockout is measured (evenly spaced ids; the rest get delta_measured null)."""
 _ROWS_IN_RAM = 2 << 30
 """Per-image statistics rows above this many bytes go to memory-mapped files in the staging folder."""
 _ACT_ELEMENTS = 1 << 24
@@ -456,15 +453,7 @@ def build_report(
     sae,
     clf,
     run_dir: str | Path,
-    split: str | None = None,
-    data: str | None = None,
-    n_exemplars: int = 16,
-    quantile: float = 0.99,
-    overwrite: bool = False,
-    batch_size: int = 256,
-    progress: bool = True,
-    num_workers: int = 0,
-    knockout_latents: int | None = KNOCKOUT_LATENTS,
+    settings: ReportSettings | None = None,
     sae_dir: str | Path | None = None,
     sae_metrics: dict | None = None,
     roots: list[Path] | None = None,
@@ -477,15 +466,7 @@ def build_report(
         sae: a TopKSAE (its device is where the pass runs).
         clf: the LoadedClassifier it was trained on.
         run_dir: the report folder (``reports/<run>``); files of other stages there are left alone.
-        split: train, val or test (None: test when the data has a held-out test split, else val).
-        data: image source override (None: the classifier's own).
-        n_exemplars: exemplar images per latent.
-        quantile: q of the on-threshold τ.
-        overwrite: replace a report already in ``run_dir``.
-        batch_size: images per forward.
-        progress: show progress bars.
-        num_workers: DataLoader workers.
-        knockout_latents: latents whose knockout is measured (None: all; evenly spaced ids when fewer).
+        settings: what to read and keep (None: the defaults).
         sae_dir: where the SAE was read from (for the record).
         sae_metrics: the SAE's validation figures (None: from its metadata).
         roots: folders where relative data paths of the classifier are looked up.
@@ -494,35 +475,31 @@ def build_report(
         The ``report.json`` dict on rank 0, None on the other ranks.
     """
     t0 = time.perf_counter()
-    run_dir = Path(run_dir)
-    if writer.has_report(run_dir) and not overwrite:
+    run_dir, s = Path(run_dir), settings or ReportSettings()
+    if writer.has_report(run_dir) and not s.overwrite:
         raise FileExistsError(f"{run_dir} already holds a report ({writer.NEURONS}); pass --overwrite to replace it")
-    if n_exemplars < 1 or batch_size < 1:
-        raise ValueError("n_exemplars and batch_size must be >= 1")
-    if not 0.0 <= quantile <= 1.0:
-        raise ValueError(f"quantile must be in [0, 1], got {quantile}")
     check_pair(sae, clf, sae_dir)
-    dm, dataset, split, primitive_names = open_split(clf, data, split, batch_size, roots or [Path.cwd()])
+    dm, dataset, split, primitive_names = open_split(clf, s.data, s.split, s.batch_size, roots or [Path.cwd()])
     net = clf.net.to(sae.device).eval()
     m = sae.cfg.num_latents
-    ko = knockout_subset(m, knockout_latents)
+    ko = knockout_subset(m, s.knockout_latents)
     staging = writer.staging_dir(run_dir)
     shutil.rmtree(staging, ignore_errors=True)
     sp = None
     try:
         sp = stream_statistics(net, sae, dataset, len(clf.class_names), len(primitive_names or []) or None,
-                               n_exemplars, quantile, batch_size, ko, num_workers,
-                               rows_store(len(dataset), m, staging), progress)  # fmt: skip
+                               s.n_exemplars, s.quantile, s.batch_size, ko, s.num_workers,
+                               rows_store(len(dataset), m, staging), s.progress)  # fmt: skip
         if sp.stats.num_images == 0:
             raise ValueError(f"no readable image in split {split!r} of {dm.source}")
         if rank_and_world()[0] != 0:
             return None
         t1 = time.perf_counter()
-        analysis = analyse(sp, sae, net, ko, batch_size)
+        analysis = analyse(sp, sae, net, ko, s.batch_size)
         sp.stats.close()  # the per-image rows (and their memory-mapped files in staging) are no longer needed
         shutil.rmtree(staging / ".stats", ignore_errors=True)
         t2 = time.perf_counter()
-        files = _write_images(staging, analysis, sp, dataset, progress)
+        files = _write_images(staging, analysis, sp, dataset, s.progress)
         t3 = time.perf_counter()
         facts = {
             "run": run_dir.name,
@@ -534,8 +511,7 @@ def build_report(
             "data": {"source": str(dm.source), "split": split, "grid": list(sp.grid),
                      "image_size": dm.hparams.image_size, "class_names": list(clf.class_names),
                      "primitive_names": primitive_names},
-            "settings": {"quantile": quantile, "n_exemplars": n_exemplars, "match_auc": MATCH_AUC,
-                         "knockout_latents": len(ko), "classes_listed": writer.NUM_LISTED},
+            "settings": {**s.record(len(ko)), "split": split, "classes_listed": writer.NUM_LISTED},
             "seconds": round(t3 - t0, 2),
             "timings": {"pass": round(sp.seconds, 2), "analysis": round(t2 - t1, 2), "images": round(t3 - t2, 2)},
         }  # fmt: skip
@@ -547,7 +523,7 @@ def build_report(
         from sae_lab.report.html import write_index
 
         write_index(staging, extras_dir=run_dir)
-        writer.commit(staging, run_dir, overwrite)
+        writer.commit(staging, run_dir, s.overwrite)
         return report
     finally:
         if sp is not None:
@@ -579,16 +555,8 @@ def run_report(
     sae_dir: str | Path,
     run_dir: str | Path,
     classifier: str | Path | None = None,
-    split: str | None = None,
-    data: str | None = None,
-    n_exemplars: int = 16,
-    quantile: float = 0.99,
-    overwrite: bool = False,
-    batch_size: int = 256,
-    progress: bool = True,
     device: str | None = None,
-    num_workers: int = 0,
-    knockout_latents: int | None = KNOCKOUT_LATENTS,
+    **settings,
 ) -> dict[str, Any]:
     """``python -m sae_lab report``: the neuron report of the exported SAE in ``sae_dir``, written to ``run_dir``.
 
@@ -597,7 +565,8 @@ def run_report(
         run_dir: the report folder.
         classifier: the classifier checkpoint (None: the one recorded in the SAE's ``cfg.json``).
         device: where the pass runs (None: CUDA when available, else CPU).
-        (the rest as in :func:`build_report`)
+        **settings: fields of :class:`ReportSettings` (split, data, n_exemplars, quantile, batch_size, num_workers,
+            knockout_latents, overwrite, progress).
 
     Returns:
         The quickstart summary block: primitives_recovered, primitives_total, latents_matched, seconds,
@@ -609,8 +578,8 @@ def run_report(
         ValueError: SAE and classifier do not belong together; an empty split; bad settings.
     """
     t0 = time.perf_counter()
-    run_dir = Path(run_dir)
-    if writer.has_report(run_dir) and not overwrite:
+    run_dir, s = Path(run_dir), ReportSettings(**settings)
+    if writer.has_report(run_dir) and not s.overwrite:
         raise FileExistsError(f"{run_dir} already holds a report ({writer.NEURONS}); pass --overwrite to replace it")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     sae = load_sae(sae_dir, device)
@@ -618,8 +587,7 @@ def run_report(
     from sae_lab.lit.classifier import load_classifier
 
     clf = load_classifier(ckpt)
-    report = build_report(sae, clf, run_dir, split, data, n_exemplars, quantile, overwrite, batch_size, progress,
-                          num_workers, knockout_latents, sae_dir=sae_dir, roots=roots)  # fmt: skip
+    report = build_report(sae, clf, run_dir, s, sae_dir=sae_dir, roots=roots)
     block = quickstart_block(report)
     block["seconds"] = round(time.perf_counter() - t0, 1)
     return block

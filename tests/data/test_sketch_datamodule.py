@@ -12,7 +12,7 @@ from PIL import Image
 
 from sae_lab.data.export import decode_masks, encode_masks, pool_mask_bits, pool_masks_any
 from sae_lab.data.images import image_to_tensor
-from sae_lab.data.sketch import DataSourceError, SketchDataModule, collate_skip_corrupt
+from sae_lab.data.sketch import DataSourceError, SketchDataModule, collate_skip_corrupt, erase_rectangle
 from sae_lab.data.world import CLASSES, SketchWorld
 
 
@@ -81,6 +81,26 @@ def test_augmentation_changes_training_images_but_not_validation(world_dir):
     train = [dm.datasets["train"][0]["image"] for _ in range(4)]
     assert any(not torch.equal(train[0], t) for t in train[1:])
     assert torch.equal(dm.datasets["val"][0]["image"], dm.datasets["val"][0]["image"])
+
+
+def test_cutout_blanks_one_rectangle_of_the_asked_share():
+    torch.manual_seed(0)
+    x = torch.ones(1, 40, 40)
+    for _ in range(20):
+        erased = erase_rectangle(x, area=(0.2, 0.3))
+        blank = erased[0] == 0
+        rows, cols = blank.any(1).nonzero().flatten(), blank.any(0).nonzero().flatten()
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert blank.sum() == box  # one solid rectangle
+        assert 0.15 * 1600 <= box <= 0.35 * 1600
+    assert x.min() == 1  # the input is not modified
+
+
+def test_erase_applies_to_training_images_only(world_dir):
+    dm = make_dm(world_dir, augment=True, erase=1.0)
+    assert dm.datasets["train"].erase == 1.0 and dm.datasets["val"].augment is False
+    with pytest.raises(ValueError, match="erase"):
+        make_dm(world_dir, erase=1.5)
 
 
 def test_masks_encode_and_decode_exactly():

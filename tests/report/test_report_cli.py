@@ -29,6 +29,15 @@ def test_report_command_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert "already holds a report" in capsys.readouterr().err
 
 
+def test_bad_settings_are_refused_before_anything_loads(tmp_path, capsys):
+    # The SAE folder does not exist either: the settings are checked first.
+    args = ["report", "--sae", str(tmp_path / "nothing"), "--run", str(tmp_path / "r")]
+    assert main([*args, "--quantile", "1.5"]) == 2
+    assert "quantile must be in [0, 1], got 1.5" in capsys.readouterr().err
+    assert main([*args, "--exemplars", "0"]) == 2
+    assert "n_exemplars and batch_size must be >= 1" in capsys.readouterr().err
+
+
 def test_report_help_lists_its_options(capsys):
     try:
         main(["report", "--help"])

@@ -18,7 +18,7 @@ from PIL import Image
 from sae_lab.data.export import pool_masks_any
 from sae_lab.lit.classifier import load_classifier
 from sae_lab.models.sae import SaeConfig, TopKSAE
-from sae_lab.report import html, pipeline, run_report, writer
+from sae_lab.report import ReportSettings, html, pipeline, run_report, writer
 from sae_lab.stats import pool_masks
 
 NUM_LATENTS = 32
@@ -172,7 +172,7 @@ def corner_inputs(monkeypatch):
 def test_a_planted_latent_is_found_end_to_end(corner_inputs, tmp_path, monkeypatch):
     sae, clf, items = corner_inputs
     monkeypatch.setattr(pipeline, "_ROWS_IN_RAM", 0)  # per-image rows memory-mapped in the staging folder
-    report = pipeline.build_report(sae, clf, tmp_path / "run", n_exemplars=8, progress=False)
+    report = pipeline.build_report(sae, clf, tmp_path / "run", ReportSettings(n_exemplars=8, progress=False))
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
         "exemplars", "index.html", "neurons.jsonl", "report.json", "sprites"
     ]  # fmt: skip
@@ -198,7 +198,9 @@ def test_without_ground_truth_the_report_has_none(corner_inputs, tmp_path, monke
     plain_items = [{k: v for k, v in it.items() if k not in ("masks", "primitives")} for it in items]
     dm = SimpleNamespace(source="tu-berlin-like", hparams=SimpleNamespace(image_size=32))
     monkeypatch.setattr(pipeline, "open_split", lambda *a, **k: (dm, plain_items, "val", None))
-    report = pipeline.build_report(sae, clf, tmp_path / "run", n_exemplars=4, knockout_latents=0, progress=False)
+    report = pipeline.build_report(
+        sae, clf, tmp_path / "run", ReportSettings(n_exemplars=4, knockout_latents=0, progress=False)
+    )
     neurons = writer.read_jsonl(tmp_path / "run" / "neurons.jsonl")
     assert all(n["ground_truth"] is None and n["stats_block"]["ground_truth"] is None for n in neurons)
     assert report["primitives_total"] is None and report["primitives"] is None and report["latents_matched"] is None
@@ -235,6 +237,24 @@ def test_per_image_mask_pooling_matches_the_batched_one(size, grid):
 
 
 # ------------------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    "field,value,message",
+    [("split", "holdout", "split must be one of train, val, test"), ("quantile", -0.1, "quantile must be in"),
+     ("batch_size", 0, "must be >= 1"), ("num_workers", -1, "num_workers must be >= 0"),
+     ("knockout_latents", -5, "knockout_latents must be >= 0")],
+)  # fmt: skip
+def test_report_settings_name_what_is_wrong(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        ReportSettings(**{field: value})
+
+
+def test_report_callback_checks_its_settings_when_configured():
+    from sae_lab.report.callback import ReportCallback
+
+    with pytest.raises(ValueError, match="quantile must be in"):
+        ReportCallback(run_dir="reports/x", quantile=2.0)
+
+
 def test_an_existing_report_is_kept_unless_overwrite_and_other_files_survive(tiny, tmp_path):
     run_dir = tmp_path / "reports" / "again"
     shutil.copytree(tiny.run_dir, run_dir)
