@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sae_lab.data.sketch import collate_skip_corrupt  # noqa: E402
 from sae_lab.data.tokens import fmap_to_tokens, image_datamodule, tokens_to_fmap  # noqa: E402
 from sae_lab.lit.classifier import load_classifier  # noqa: E402
-from sae_lab.report import pipeline, settings, writer  # noqa: E402
+from sae_lab.report import analysis as report_analysis  # noqa: E402
+from sae_lab.report import inputs, pipeline, settings, stream, writer  # noqa: E402
 
 
 @torch.no_grad()
@@ -49,12 +50,14 @@ def plain_forward(net, sae, dataset, batch_size: int) -> int:
 
 def report_statistics(net, sae, dataset, args, num_classes: int, num_primitives: int | None):
     """(b): the report's pass and analysis (no files); returns them and their (wall, CPU) seconds."""
-    ko = pipeline.knockout_subset(sae.cfg.num_latents, None if args.knockout_latents < 0 else args.knockout_latents)
+    ko = report_analysis.knockout_subset(
+        sae.cfg.num_latents, None if args.knockout_latents < 0 else args.knockout_latents
+    )
     with Clock() as t_pass:
-        sp = pipeline.stream_statistics(net, sae, dataset, num_classes, num_primitives, args.exemplars,
+        sp = stream.stream_statistics(net, sae, dataset, num_classes, num_primitives, args.exemplars,
                                         args.quantile, args.batch_size, ko, progress=False)  # fmt: skip
     with Clock() as t_analysis:
-        analysis = pipeline.analyse(sp, sae, net, ko, args.batch_size)
+        analysis = report_analysis.analyse(sp, sae, net, ko, args.batch_size)
     return sp, analysis, t_pass, t_analysis
 
 
@@ -102,11 +105,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    sae = pipeline.load_sae(args.sae, device)
-    ckpt, roots = pipeline.resolve_classifier(sae, Path(args.sae), args.classifier)
+    sae = inputs.load_sae(args.sae, device)
+    ckpt, roots = inputs.resolve_classifier(sae, Path(args.sae), args.classifier)
     clf = load_classifier(ckpt)
-    pipeline.check_pair(sae, clf, args.sae)
-    dm, dataset, split, primitive_names = pipeline.open_split(clf, args.data, args.split, args.batch_size, roots)
+    inputs.check_pair(sae, clf, args.sae)
+    dm, dataset, split, primitive_names = inputs.open_split(clf, args.data, args.split, args.batch_size, roots)
     if args.limit:
         dataset = torch.utils.data.Subset(dataset, range(min(args.limit, len(dataset))))
     net = clf.net.to(device).eval()

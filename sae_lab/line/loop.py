@@ -179,7 +179,7 @@ class LineSession:
         progress: bool = True,
     ) -> None:
         from sae_lab.lit.classifier import load_classifier
-        from sae_lab.report.pipeline import check_pair, load_sae, open_split, resolve_classifier
+        from sae_lab.report.inputs import check_pair, load_sae, open_split, resolve_classifier
 
         self.config = replace(config) if config is not None else LineConfig()  # n_images is filled in below
         self.run_dir = Path(run_dir)

@@ -22,7 +22,7 @@ from sae_lab.jsonable import to_jsonable
 from sae_lab.summary import atomic_write_text
 
 if TYPE_CHECKING:
-    from sae_lab.report.pipeline import Analysis
+    from sae_lab.report.analysis import Analysis
 
 SCHEMA_VERSION = 1
 """Version of the neurons.jsonl / report.json schema (bumped on incompatible changes)."""

@@ -18,7 +18,7 @@ from PIL import Image
 from sae_lab.data.export import pool_masks_any
 from sae_lab.lit.classifier import load_classifier
 from sae_lab.models.sae import SaeConfig, TopKSAE
-from sae_lab.report import ReportSettings, html, pipeline, run_report, writer
+from sae_lab.report import ReportSettings, html, pipeline, run_report, stream, writer
 from sae_lab.stats import pool_masks
 
 NUM_LATENTS = 32
@@ -171,7 +171,7 @@ def corner_inputs(monkeypatch):
 
 def test_a_planted_latent_is_found_end_to_end(corner_inputs, tmp_path, monkeypatch):
     sae, clf, items = corner_inputs
-    monkeypatch.setattr(pipeline, "_ROWS_IN_RAM", 0)  # per-image rows memory-mapped in the staging folder
+    monkeypatch.setattr(stream, "_ROWS_IN_RAM", 0)  # per-image rows memory-mapped in the staging folder
     report = pipeline.build_report(sae, clf, tmp_path / "run", ReportSettings(n_exemplars=8, progress=False))
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
         "exemplars", "index.html", "neurons.jsonl", "report.json", "sprites"
@@ -215,10 +215,10 @@ def test_under_torch_distributed_the_gathered_pass_equals_the_plain_one(tmp_path
     import torch.distributed as dist
 
     args = (CornerNet(), corner_sae(), corner_world(), 2, 2, 4, 0.9, 16, torch.arange(6))
-    plain = pipeline.stream_statistics(*args, progress=False)
+    plain = stream.stream_statistics(*args, progress=False)
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
     try:
-        gathered = pipeline.stream_statistics(*args, progress=False)
+        gathered = stream.stream_statistics(*args, progress=False)
     finally:
         dist.destroy_process_group()
     got, want = vars(gathered.stats.compute()), vars(plain.stats.compute())
