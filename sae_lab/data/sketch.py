@@ -231,7 +231,9 @@ class SketchDataModule(L.LightningDataModule):
             raise ValueError(f"erase is a probability in [0, 1], got {erase}")
         self.is_world = data == "world"
         if self.is_world:
-            key = hashlib.sha1(f"{world_seed}-{image_size}-{world_train}-{world_test}".encode()).hexdigest()[:10]
+            # The class table is part of the key: a world cached by an older table is never reused.
+            spec = json.dumps([world_seed, image_size, world_train, world_test, PRIMITIVES, CLASSES])
+            key = hashlib.sha1(spec.encode()).hexdigest()[:10]
             self.source = Path(cache_dir) / f"world-{key}"
             self._class_names: list[str] | None = list(CLASSES)
         elif looks_like_hub_id(data):

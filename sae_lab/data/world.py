@@ -34,7 +34,11 @@ PRIMITIVES: tuple[str, ...] = (
 )
 
 # Class name -> primitives. Every class has >= 2 primitives, every primitive is in >= 2 classes,
-# and no two classes share the same set (checked by `check_world_definition`).
+# and no two classes share the same set (checked by `check_world_definition`). Three-primitive classes whose
+# two-primitive subsets are classes too (wheel ⊃ sun, target; barn ⊃ house, crate, pyramid; river ⊃ storm, bridge)
+# make those primitives decisive: telling barn from crate takes seeing the triangle, river from bridge the wave. Without
+# such a pair a classifier may tell a class by what is missing (a field is hatching without a square or triangle) and
+# never learn the primitive itself.
 CLASSES: dict[str, tuple[str, ...]] = {
     "sun": ("circle", "spokes"),
     "house": ("square", "triangle"),
@@ -54,6 +58,8 @@ CLASSES: dict[str, tuple[str, ...]] = {
     "bridge": ("arc", "zigzag"),
     "wheel": ("circle", "spokes", "cross"),
     "rainbow": ("arc", "spiral", "dots"),
+    "barn": ("square", "triangle", "hatching"),
+    "river": ("arc", "zigzag", "wave"),
 }
 
 # Words a prompt may use for each primitive (text-to-sketch and the offline proposer use them).

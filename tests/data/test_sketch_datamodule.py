@@ -186,3 +186,14 @@ def test_rgba_and_16_bit_images_become_one_channel_ink():
     deep[:, 20:22] = 0
     ink16 = image_to_tensor(Image.fromarray(deep), 40)
     assert ink16[0, :, 20].min() == 1.0 and ink16[0, :, 5].max() == 0.0
+
+
+def test_the_world_cache_is_keyed_by_its_settings_and_class_table(tmp_path, monkeypatch):
+    import sae_lab.data.sketch as sketch
+
+    kw = {"cache_dir": str(tmp_path), "world_train": 40, "world_test": 10}
+    base = SketchDataModule("world", **kw).source
+    assert SketchDataModule("world", **kw).source == base
+    assert SketchDataModule("world", **{**kw, "world_seed": 1}).source != base
+    monkeypatch.setattr(sketch, "CLASSES", {**CLASSES, "kite": ("triangle", "wave")})
+    assert SketchDataModule("world", **kw).source != base  # an older table's export is never reused

@@ -26,6 +26,14 @@ def test_class_table_meets_the_constraints():
         assert sum(p in s for s in sets) >= 2, p
 
 
+def test_the_weakly_drawn_primitives_are_decisive_for_some_pair_of_classes():
+    # wave, square and cross are the primitives a classifier could otherwise skip (a field is "hatching without a
+    # square or triangle"): each is the one difference between two classes.
+    sets = [set(p) for p in CLASSES.values()]
+    decisive = {p for a in sets for b in sets if b < a and len(a - b) == 1 for p in a - b}
+    assert {"wave", "square", "cross", "triangle", "hatching", "arc"} <= decisive
+
+
 @pytest.mark.parametrize(
     "bad",
     [
