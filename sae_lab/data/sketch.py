@@ -138,6 +138,10 @@ class SketchDataset(Dataset):
     def __getitem__(self, i: int):
         return self.get(i)
 
+    def image(self, i: int) -> torch.Tensor:
+        """Row ``i``'s (1, S, S) image alone, never augmented (e.g. to draw an exemplar): no label or mask decoding."""
+        return load_image_tensor(self.ds[int(i)]["image"]["bytes"], self.image_size)
+
     def get(self, i: int, mask_grid: tuple[int, int] | None = None):
         """Item ``i``; with ``mask_grid`` (h, w) and annotations, ``token_masks`` (h·w, P) bool — a token on when any
         pixel of its pooling cell is — replaces the pixel ``masks`` (pooled on the stored bitmask, all primitives in

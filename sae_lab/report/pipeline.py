@@ -109,9 +109,10 @@ def _write_images(staging: Path, a: Analysis, sp: StatsPass, dataset, progress: 
     # Dead latents (never in the Top-K code) get no pictures: the SAE never uses them.
     latents = [i for i in range(len(r.tau)) if r.exemplar_z_max[i, 0] > 0 and not a.dead[i]]
     bar = tqdm(total=len(latents), desc="exemplars", unit="latent", disable=not progress, leave=False)
+    load = getattr(dataset, "image", None) or (lambda pos: dataset[pos]["image"])  # the image alone when it can
     try:
         return writer.write_exemplar_images(staging, latents, r.exemplar_ids, r.exemplar_z_max, r.exemplar_maps,
-                                            sp.grid, lambda pos: dataset[pos]["image"], bar.update)  # fmt: skip
+                                            sp.grid, load, bar.update)  # fmt: skip
     finally:
         bar.close()
 

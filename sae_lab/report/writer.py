@@ -145,7 +145,8 @@ def heatmap_tiles(ink: np.ndarray, maps: np.ndarray, vmax: float) -> np.ndarray:
     """
     t = ink.shape[-1]
     rows, cols = _bilinear_matrix(maps.shape[1], t), _bilinear_matrix(maps.shape[2], t)
-    heat = np.einsum("th,nhw,sw->nts", rows, np.asarray(maps, np.float64), cols) / max(float(vmax), 1e-12)
+    scaled = np.asarray(maps, np.float32) / np.float32(max(float(vmax), 1e-12))
+    heat = rows.astype(np.float32) @ scaled @ cols.T.astype(np.float32)  # (n, t, t): two small batched matmuls
     heat_level = np.clip(np.ceil(heat * (HEAT_LEVELS - 1) - 0.5), 0, HEAT_LEVELS - 1).astype(np.int64)
     ink_level = np.clip(np.rint(ink * (INK_LEVELS - 1)), 0, INK_LEVELS - 1).astype(np.int64)
     return (heat_level * INK_LEVELS + ink_level).astype(np.uint8)
@@ -167,7 +168,7 @@ def save_png(path: Path, indices: np.ndarray) -> None:
     """Save palette indices (h, w) over :data:`PALETTE` as a PNG."""
     img = Image.fromarray(indices, "P")
     img.putpalette(PALETTE.tobytes())
-    img.save(path, compress_level=6)
+    img.save(path, compress_level=3)  # 2x faster than 6 on these tiles and sprites, files ~5 % larger
 
 
 def ink_tile(image: Tensor, tile: int = TILE) -> np.ndarray:
