@@ -67,8 +67,9 @@ def bin_index(acts: Tensor, edges: Tensor, offsets: Tensor | None = None, exact_
         steps.sub_(math.log2(first)).mul_(scale).floor_().clamp_(-1, len(edges) - 1).add_(2)
         if exact_zeros:
             steps.masked_fill_(acts <= 0, 0)
-        if offsets is not None and len(offsets) and int(offsets.max()) + len(edges) + 2 < 2**24:
-            return steps.add_(offsets.to(steps.dtype)).long()  # integers below 2**24 are exact in float32
+        exact = steps.dtype in (torch.float32, torch.float64)  # integers below 2**24 are exact in float32
+        if offsets is not None and len(offsets) and exact and int(offsets.max()) + len(edges) + 2 < 2**24:
+            return steps.add_(offsets.to(steps.dtype)).long()
         idx = steps.long()
     else:
         idx = torch.bucketize(acts, edges.to(acts.device, acts.dtype), right=True) + 1

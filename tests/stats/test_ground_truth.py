@@ -81,6 +81,10 @@ def test_bins_have_an_exact_zero_bin():
     assert diff.abs().max() <= 1 and (diff != 0).float().mean() < 1e-3
     uneven = torch.tensor([0.1, 0.2, 1.0, 5.0], dtype=torch.float64)
     assert bin_index(torch.tensor([0.0, 0.05, 0.1, 0.5, 7.0]), uneven).tolist() == [0, 1, 2, 3, 5]
+    grid = values[:10_000].reshape(100, 100)
+    for dtype, bins in ((torch.float32, edges), (torch.float16, edges), (torch.float32, uneven)):
+        offsets = torch.arange(100) * (len(bins) + 2)  # one flat id space for every latent's bins
+        assert torch.equal(bin_index(grid.to(dtype), bins, offsets), bin_index(grid.to(dtype), bins) + offsets)
     assert len(token_bin_edges(10)) == 11
     with pytest.raises(ValueError):
         token_bin_edges(torch.tensor([1.0, 0.5]))
