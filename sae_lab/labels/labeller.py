@@ -652,23 +652,9 @@ def label_run(
     return LabelOutcome(reused + ok, len(errors), reused, len(todo), time.monotonic() - start, errors)
 
 
-def run_labels(
-    run_dir: str | Path,
-    llm: str | TextBackend = "offline",
-    latents: str | Iterable[int] | None = None,
-    include_dead: bool = False,
-    images: bool = True,
-    concurrency: int = 8,
-    max_retries: int = 2,
-    timeout: float = 120.0,
-    progress: bool = True,
-    **kwargs: Any,
-) -> dict[str, Any]:
-    """:func:`label_run`, returning the quickstart block ``{"labelled", "failed", "seconds"}``."""
-    outcome = label_run(
-        run_dir, llm, latents, include_dead, images, concurrency, max_retries, timeout, progress, **kwargs
-    )
-    return outcome.block()
+def run_labels(run_dir: str | Path, llm: str | TextBackend = "offline", **kwargs: Any) -> dict[str, Any]:
+    """:func:`label_run` (same arguments), returning the quickstart block ``{"labelled", "failed", "seconds"}``."""
+    return label_run(run_dir, llm, **kwargs).block()
 
 
 def _up_to_date(record: Mapping[str, Any] | None, digest: str) -> bool:

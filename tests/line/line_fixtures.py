@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.threads import one_thread  # noqa: F401  (autouse)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "llm"))  # test_hf's tiny Llama builder
 
@@ -40,15 +41,6 @@ def sae_dir(classifier_ckpt, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sae") / "sae"
     sae.save_to_disk(out)
     return out
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small batches on shared cores: extra intra-op threads only add synchronisation."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

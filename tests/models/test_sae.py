@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from helpers.threads import one_thread  # noqa: F401  (autouse)
 
 import sae_lab.models.sae as sae_module
 from sae_lab.models.sae import (
@@ -16,15 +17,6 @@ D_IN = 32
 NUM_LATENTS = 64
 K = 4
 N = 96
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (and stall when other jobs share the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_sae(sparse_decode: bool = True, seed: int = 0, **overrides) -> TopKSAE:
