@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sae_lab.data.world import primitives_in_text  # noqa: E402
-from sae_lab.line.loop import GT_AUC, LineConfig, LineSession, choose_latents, gt_named_rate  # noqa: E402
+from sae_lab.explainers.line.loop import GT_AUC, LineConfig, LineSession, choose_latents, gt_named_rate  # noqa: E402
 
 
 def session(run_dir: Path, args, n_iters: int, control_from: Path | None = None) -> LineSession:

@@ -20,10 +20,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sae_lab.llm import ChatRequest  # noqa: E402
-from sae_lab.llm.openai_compat import OpenAICompatBackend  # noqa: E402
-from sae_lab.llm.remote import RetryPolicy  # noqa: E402
-from sae_lab.llm.replicate_backend import ReplicateBackend  # noqa: E402
+from sae_lab.backends.text import ChatRequest  # noqa: E402
+from sae_lab.backends.text.openai_compat import OpenAICompatBackend  # noqa: E402
+from sae_lab.backends.text.remote import RetryPolicy  # noqa: E402
+from sae_lab.backends.text.replicate_backend import ReplicateBackend  # noqa: E402
 
 
 class Server(ThreadingHTTPServer):

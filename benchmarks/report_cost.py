@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sae_lab.data.sketch import collate_skip_corrupt  # noqa: E402
 from sae_lab.data.tokens import fmap_to_tokens, image_datamodule, tokens_to_fmap  # noqa: E402
-from sae_lab.lit.classifier import load_classifier  # noqa: E402
+from sae_lab.models.classifier_io import load_classifier  # noqa: E402
 from sae_lab.report import analysis as report_analysis  # noqa: E402
 from sae_lab.report import inputs, pipeline, settings, stream, writer  # noqa: E402
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.common import IMAGE_SIZE, N_TEST, N_TRAIN, REPO, TESTS  # noqa: E402
+
+from tests.helpers.common import IMAGE_SIZE, N_TEST, N_TRAIN, REPO, TESTS  # noqa: E402
 
 torch.set_num_threads(2)
 

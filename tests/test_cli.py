@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers.common import IMAGE_SIZE, REPO
 
 from sae_lab.__main__ import main
 from sae_lab.cli import SaeLabCLI
+from tests.helpers.common import IMAGE_SIZE, REPO
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 
@@ -85,7 +85,7 @@ def test_training_killed_mid_run_resumes_from_last_ckpt(tmp_path, world_dir, cli
     cfg = yaml.safe_load(tiny_config(tmp_path, world_dir, max_epochs=4).read_text())
     cfg["checkpoint"].update(every_n_train_steps=3, monitor=None, mode="min")
     killed = dict(cfg, trainer={**cfg["trainer"], "callbacks": [
-        {"class_path": "helpers.callbacks.KillAtStep", "init_args": {"step": 5}}]})  # fmt: skip
+        {"class_path": "tests.helpers.callbacks.KillAtStep", "init_args": {"step": 5}}]})  # fmt: skip
     (tmp_path / "killed.yaml").write_text(yaml.safe_dump(killed))
     r = cli("fit", "--config", str(tmp_path / "killed.yaml"), cwd=tmp_path)
     assert r.returncode == 17, r.stderr[-3000:]  # died without any cleanup
@@ -93,7 +93,7 @@ def test_training_killed_mid_run_resumes_from_last_ckpt(tmp_path, world_dir, cli
     assert torch.load(last, weights_only=True)["global_step"] == 3
 
     resumed = dict(cfg, trainer={**cfg["trainer"], "callbacks": [
-        {"class_path": "helpers.callbacks.RecordRun", "init_args": {"out": str(tmp_path / "record")}}]})  # fmt: skip
+        {"class_path": "tests.helpers.callbacks.RecordRun", "init_args": {"out": str(tmp_path / "record")}}]})  # fmt: skip
     (tmp_path / "resumed.yaml").write_text(yaml.safe_dump(resumed))
     r = cli("fit", "--config", str(tmp_path / "resumed.yaml"), "--ckpt_path", "last", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -109,7 +109,7 @@ def test_training_killed_mid_run_resumes_from_last_ckpt(tmp_path, world_dir, cli
 def test_ddp_on_two_cpu_ranks_sees_disjoint_data_and_writes_one_checkpoint(tmp_path, world_dir, cli):
     cfg = yaml.safe_load(tiny_config(tmp_path, world_dir, max_epochs=1).read_text())
     cfg["trainer"].update(strategy="ddp", devices=2, accelerator="cpu", limit_train_batches=4, limit_val_batches=2,
-                          callbacks=[{"class_path": "helpers.callbacks.RecordRun",
+                          callbacks=[{"class_path": "tests.helpers.callbacks.RecordRun",
                                       "init_args": {"out": str(tmp_path / "record")}}])  # fmt: skip
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
     r = cli("fit", "--config", str(tmp_path / "ddp.yaml"), cwd=tmp_path, timeout=400)

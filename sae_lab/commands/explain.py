@@ -8,7 +8,7 @@ HELP = "LINE: LLM ⇄ text-to-image loop naming SAE latents, batched and resumab
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sae_lab.line.loop import SKETCH_TEMPLATE
+    from sae_lab.explainers.line.loop import SKETCH_TEMPLATE
 
     p.add_argument("--run", required=True, help="report folder, e.g. reports/quickstart; outputs go to <run>/line/")
     p.add_argument("--latents", required=True,
@@ -68,7 +68,7 @@ def image_options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sae_lab.line.loop import LineConfig, LineSession, choose_latents, gt_named_rate, parse_latents
+    from sae_lab.explainers.line.loop import LineConfig, LineSession, choose_latents, gt_named_rate, parse_latents
 
     config = LineConfig(n_iters=args.n_iters, n_images=args.n_images, metric=args.metric, template=args.template,
                         seed=args.seed, pool_size=args.pool_size, n_control=args.n_control,

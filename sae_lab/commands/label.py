@@ -9,7 +9,7 @@ HELP = "name each live latent with an LLM from its statistics (+ exemplar sprite
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sae_lab.llm.spec import GRAMMAR
+    from sae_lab.backends.text.spec import GRAMMAR
 
     p.add_argument("--run", required=True, help="report folder written by `report` (holds neurons.jsonl)")
     p.add_argument("--llm", default="offline", help=f"text backend: {GRAMMAR} (default: offline)")
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit code 0 when every chosen latent has a label, 1 when some failed (a re-run retries them)."""
-    from sae_lab.labels import LABELS, label_run
+    from sae_lab.explainers.labels import LABELS, label_run
 
     opts = {}
     if args.vision:

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from sae_lab.summary import read_summary, update_summary
+from sae_lab.run.summary import read_summary, update_summary
 
 HELP = "run every stage on the built-in sketch world on CPU (checkpoints/quickstart, reports/quickstart)"
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "quickstart"
@@ -127,7 +127,7 @@ class Quickstart:
         return block
 
     def labels(self) -> dict:
-        from sae_lab.labels import run_labels
+        from sae_lab.explainers.labels import run_labels
 
         # Resumable on its own: latents already labelled with the same prompt are skipped.
         block = run_labels(self.report_dir, "offline", progress=not self.args.smoke)
@@ -135,7 +135,7 @@ class Quickstart:
         return block
 
     def line(self) -> dict:
-        from sae_lab.line import run_line_stage
+        from sae_lab.explainers.line import run_line_stage
 
         smoke = self.args.smoke
         latents = quickstart_latents(self.report_dir, 4 if smoke else 12)

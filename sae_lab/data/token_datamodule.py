@@ -67,7 +67,7 @@ class FeatureTokenDataModule(L.LightningDataModule):
     @property
     def classifier(self):
         if self._classifier is None:
-            from sae_lab.lit.classifier import load_classifier
+            from sae_lab.models.classifier_io import load_classifier
 
             self._classifier = load_classifier(self.hparams.classifier)
         return self._classifier

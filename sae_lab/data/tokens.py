@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset
 
-from sae_lab.summary import atomic_write_text
+from sae_lab.run.io import atomic_write_text
 
 MANIFEST = "manifest.json"
 CACHE_VERSION = 1
@@ -121,7 +121,7 @@ def write_token_cache(
     """
     from tqdm.auto import tqdm
 
-    from sae_lab.lit.classifier import load_classifier
+    from sae_lab.models.classifier_io import load_classifier
 
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")

@@ -328,7 +328,7 @@ class SaeLab:
         sae: a :class:`~sae_lab.models.sae.TopKSAE` trained on that classifier's explained layer.
         labels: ``{latent: (label, source)}`` (see :func:`read_labels`).
         paths: where the parts came from (for the record).
-        text_backend: optional :class:`~sae_lab.llm.TextBackend` that rewrites the template sentence.
+        text_backend: optional :class:`~sae_lab.backends.text.TextBackend` that rewrites the template sentence.
         max_pixels: largest decoded image accepted (decompression-bomb guard).
     """
 
@@ -393,20 +393,20 @@ class SaeLab:
             sae: SAE export folder, overriding the run's.
             classifier: classifier checkpoint, overriding the SAE's recorded one.
             device: where the models run.
-            text_backend: a text backend (or a :func:`~sae_lab.llm.make_backend` spec) for the sentence.
+            text_backend: a text backend (or a :func:`~sae_lab.backends.text.make_backend` spec) for the sentence.
 
         Raises:
             FileNotFoundError: no SAE / classifier found (the message names the places tried).
             ValueError: the SAE and the classifier do not belong together.
         """
-        from sae_lab.lit.classifier import load_classifier
+        from sae_lab.models.classifier_io import load_classifier
         from sae_lab.models.sae import TopKSAE
 
         paths = resolve_run(run, sae, classifier)
         clf = load_classifier(paths.classifier)
         sae_model = TopKSAE.load_from_disk(paths.sae_dir)
         if isinstance(text_backend, str):
-            from sae_lab.llm import make_backend
+            from sae_lab.backends.text import make_backend
 
             text_backend = make_backend(text_backend)
         labels = read_labels(paths.run_dir)

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from sae_lab.backends.text import TextBackend
     from sae_lab.inference.lab import LatentContribution, Why
-    from sae_lab.llm import TextBackend
 
 MAX_NAMED = 3
 """Concepts named in the template sentence (latents sharing a label count once)."""
@@ -84,7 +84,7 @@ def _clean(text: str | None) -> str | None:
 
 def rewrite_sentences(whys: Sequence[Why], backend: TextBackend, max_new_tokens: int = 80) -> list[str]:
     """One sentence per explanation from ``backend`` (one batched ``generate``); the template where it fails."""
-    from sae_lab.llm import ChatRequest
+    from sae_lab.backends.text import ChatRequest
 
     requests = [ChatRequest.from_prompt(_facts(w), system=SYSTEM, max_new_tokens=max_new_tokens) for w in whys]
     try:

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import math
-from dataclasses import dataclass
-from pathlib import Path
-
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from sae_lab.models.resnet import SketchResNet
-
-
-def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.02):
-    """LambdaLR factor: linear warm-up, then cosine decay to `min_ratio`."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
+from sae_lab.models.schedule import warmup_cosine
 
 
 class ClassifierModule(L.LightningModule):
@@ -134,62 +118,3 @@ class ClassifierModule(L.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(int(hp.warmup_fraction * total), total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-@dataclass
-class LoadedClassifier:
-    """A trained classifier read back from its Lightning checkpoint."""
-
-    module: ClassifierModule
-    """The module, in eval mode with gradients off."""
-    data_hparams: dict
-    """The SketchDataModule arguments it was trained with (data source, image size, …)."""
-    fingerprint: str
-    """Content hash of its weights: the identity an SAE records and later checks."""
-    path: str
-    """Where the checkpoint was read from."""
-
-    @property
-    def net(self) -> SketchResNet:
-        return self.module.net
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.module.hparams.class_names)
-
-    @property
-    def image_size(self) -> int:
-        return int(self.data_hparams.get("image_size", 64))
-
-
-def weights_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha1()
-    for key in sorted(state_dict):
-        if key.startswith("metrics."):
-            continue
-        h.update(key.encode())
-        h.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def load_classifier(path: str | Path, map_location: str = "cpu") -> LoadedClassifier:
-    """Reads a ClassifierModule checkpoint with ``weights_only=True`` (nothing is unpickled).
-
-    Raises:
-        FileNotFoundError: no checkpoint at `path`.
-        ValueError: the file is not a classifier checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"classifier checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
-    if "state_dict" not in ckpt or not any(k.startswith("net.") for k in ckpt["state_dict"]):
-        raise ValueError(f"{path} is not a sae_lab classifier checkpoint (no classifier weights in it)")
-    if hparams.get("num_classes") is None:
-        raise ValueError(f"{path} does not record num_classes; was it written by ClassifierModule?")
-    module = ClassifierModule(**hparams)
-    module.load_state_dict(ckpt["state_dict"])
-    module.eval().requires_grad_(False)
-    data = {k: v for k, v in ckpt.get("datamodule_hyper_parameters", {}).items() if not k.startswith("_")}
-    return LoadedClassifier(module, data, weights_fingerprint(ckpt["state_dict"]), str(path))

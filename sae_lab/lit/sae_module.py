@@ -10,8 +10,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from sae_lab.data.tokens import fmap_to_tokens, tokens_to_fmap
-from sae_lab.lit.classifier import warmup_cosine
 from sae_lab.models.sae import FvuAccumulator, SaeConfig, TopKSAE
+from sae_lab.models.schedule import warmup_cosine
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -150,7 +150,7 @@ class SaeModule(L.LightningModule):
             self.sae.set_standardization(dm.token_mean.to(self.device), dm.token_std.to(self.device))
             self.fmap_mean.copy_(dm.token_mean)
             self.sae.init_b_dec(self.sae.standardize(dm.sample_tokens().to(self.device)))
-        dm.classifier.module.to(self.device)
+        dm.classifier.net.to(self.device)
 
     @property
     def classifier(self):

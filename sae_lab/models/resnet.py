@@ -70,6 +70,7 @@ class SketchResNet(nn.Module):
             net.layer4[0].conv1.stride = (1, 1)
             net.layer4[0].downsample[0].stride = (1, 1)
         self.layer = layer
+        self.num_classes = num_classes
         split = LAYERS.index(layer) + 1
         stages = [net.layer1, net.layer2, net.layer3, net.layer4]
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)

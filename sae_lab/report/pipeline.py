@@ -156,7 +156,7 @@ def run_report(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     sae = load_sae(sae_dir, device)
     ckpt, roots = resolve_classifier(sae, Path(sae_dir), classifier)
-    from sae_lab.lit.classifier import load_classifier
+    from sae_lab.models.classifier_io import load_classifier
 
     clf = load_classifier(ckpt)
     report = build_report(sae, clf, run_dir, s, sae_dir=sae_dir, roots=roots)

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import Tensor
 
 from sae_lab.jsonable import to_jsonable
-from sae_lab.summary import atomic_write_text
+from sae_lab.run.io import atomic_write_text
 
 if TYPE_CHECKING:
     from sae_lab.report.analysis import Analysis

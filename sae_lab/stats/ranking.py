@@ -104,7 +104,7 @@ def latent_summary(
     primitive_names: Sequence[str] | None = None,
     k: int = 5,
 ) -> dict[str, Any]:
-    """The dict a stats block carries for one latent (keys read by ``sae_lab.llm.offline``).
+    """The dict a stats block carries for one latent (keys read by ``sae_lab.backends.text.offline``).
 
     ``top_classes``/``anti_classes`` are lists of ``{"class", "S", "pmi", "delta", "w"}`` (needs a result
     computed with a logit lens; otherwise ranked by PMI with S/delta/w None); ``ground_truth`` is

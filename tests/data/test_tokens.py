@@ -7,7 +7,7 @@ import torch
 
 from sae_lab.data import tokens as tok
 from sae_lab.data.token_datamodule import FeatureTokenDataModule
-from sae_lab.lit.classifier import load_classifier
+from sae_lab.models.classifier_io import load_classifier
 
 
 @pytest.fixture(scope="module")

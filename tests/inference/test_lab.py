@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from sae_lab.backends.text import GenerationResult, TextBackend
 from sae_lab.data.images import ImageDecodeError
 from sae_lab.data.world import SketchWorld
 from sae_lab.inference import (
@@ -23,7 +24,6 @@ from sae_lab.inference import (
     run_why_stage,
     template_sentence,
 )
-from sae_lab.llm import GenerationResult, TextBackend
 from sae_lab.models.sae import SaeConfig, TopKSAE
 
 NUM_LATENTS = 32
@@ -35,7 +35,7 @@ N_IMAGES = 64
 # ------------------------------------------------------------------------------------------------ helpers
 def make_sae(ckpt: Path, out: Path, classifier: str | None = None, seed: int = 0) -> Path:
     """A random SAE on the test classifier's layer4, with non-trivial μ, σ and b_dec."""
-    from sae_lab.lit.classifier import load_classifier
+    from sae_lab.models.classifier_io import load_classifier
 
     torch.manual_seed(seed)
     clf = load_classifier(ckpt)
@@ -165,7 +165,9 @@ def test_batched_equals_single_and_ranking(lab):
     for img, b in zip(images, batched):
         s = lab.why(img, top=5)
         assert [lat.id for lat in s.latents] == [lat.id for lat in b.latents]
-        assert s.to_json()["top5"] == b.to_json()["top5"]
+        # a batch of 5 and a batch of 1 take different kernels: same classes, probabilities to float32 rounding
+        assert [t.index for t in s.top5] == [t.index for t in b.top5]
+        assert [t.prob for t in s.top5] == pytest.approx([t.prob for t in b.top5], abs=1e-5)
         assert s.logit == pytest.approx(b.logit, abs=1e-5)
         contributions = [lat.contribution for lat in b.latents]
         assert contributions == sorted(contributions, reverse=True)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers.common import REPO, TESTS
 from PIL import Image
-from test_lab import bomb_png, make_run, png_bytes, rgba_and_16bit, world_images
 
 from sae_lab.inference import SaeLab
+from tests.helpers.common import REPO, TESTS
+from tests.inference.test_lab import bomb_png, make_run, png_bytes, rgba_and_16bit, world_images
 
 MAX_BYTES = 300_000
 START_TIMEOUT = 240

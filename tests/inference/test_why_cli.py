@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_lab import bomb_png, make_run, png_bytes, rgba_and_16bit, world_images
 
 from sae_lab.__main__ import main
+from tests.inference.test_lab import bomb_png, make_run, png_bytes, rgba_and_16bit, world_images
 
 DESIGN_KEYS = {"image", "predicted", "top5", "latents", "sentence"}
 

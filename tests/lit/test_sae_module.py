@@ -7,12 +7,12 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from helpers.common import REPO
 
 from sae_lab.data.token_datamodule import FeatureTokenDataModule
 from sae_lab.data.tokens import fmap_to_tokens
 from sae_lab.lit.sae_module import SaeModule, SpliceEvaluator
 from sae_lab.models.sae import TopKSAE
+from tests.helpers.common import REPO
 
 NUM_LATENTS = 64
 K = 4
@@ -113,7 +113,7 @@ def sae_config(tmp_path: Path, classifier_ckpt: Path, callbacks: list, **trainer
 
 @pytest.mark.slow
 def test_killed_sae_training_resumes_step_dead_counters_and_optimizer(tmp_path, classifier_ckpt, cli):
-    kill = [{"class_path": "helpers.callbacks.KillAtStep", "init_args": {"step": 5}}]
+    kill = [{"class_path": "tests.helpers.callbacks.KillAtStep", "init_args": {"step": 5}}]
     cfg = sae_config(tmp_path, classifier_ckpt, kill, max_epochs=3)
     r = cli("fit", "--config", str(cfg), "--checkpoint.every_n_train_steps", "3", "--checkpoint.monitor", "null",
             cwd=tmp_path)  # fmt: skip
@@ -123,7 +123,7 @@ def test_killed_sae_training_resumes_step_dead_counters_and_optimizer(tmp_path, 
     assert ckpt["global_step"] == 3
     record = tmp_path / "resumed.json"
     cfg = sae_config(tmp_path, classifier_ckpt,
-                     [{"class_path": "helpers.callbacks.RecordSaeState", "init_args": {"out": str(record)}}],
+                     [{"class_path": "tests.helpers.callbacks.RecordSaeState", "init_args": {"out": str(record)}}],
                      max_epochs=3)  # fmt: skip
     r = cli("fit", "--config", str(cfg), "--ckpt_path", "last", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -139,7 +139,7 @@ def test_killed_sae_training_resumes_step_dead_counters_and_optimizer(tmp_path, 
 
 @pytest.mark.slow
 def test_ddp_on_two_cpu_ranks_reports_one_rank_reduced_fvu(tmp_path, classifier_ckpt, cli):
-    rec = [{"class_path": "helpers.callbacks.RecordMetrics", "init_args": {"out": str(tmp_path / "rec")}}]
+    rec = [{"class_path": "tests.helpers.callbacks.RecordMetrics", "init_args": {"out": str(tmp_path / "rec")}}]
     cfg = sae_config(tmp_path, classifier_ckpt, rec, max_epochs=1, strategy="ddp", devices=2)
     r = cli("fit", "--config", str(cfg), cwd=tmp_path, timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]

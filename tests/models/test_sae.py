@@ -2,7 +2,6 @@ import json
 
 import pytest
 import torch
-from helpers.threads import one_thread  # noqa: F401  (autouse)
 
 import sae_lab.models.sae as sae_module
 from sae_lab.models.sae import (
@@ -12,6 +11,7 @@ from sae_lab.models.sae import (
     TopKSAE,
     fraction_of_variance_unexplained,
 )
+from tests.helpers.threads import one_thread  # noqa: F401  (autouse)
 
 D_IN = 32
 NUM_LATENTS = 64

@@ -2,9 +2,8 @@
 
 import json
 
-from test_report_pipeline import NUM_LATENTS, make_sae
-
 from sae_lab.__main__ import main
+from tests.report.test_report_pipeline import NUM_LATENTS, make_sae
 
 
 def test_report_command_writes_a_report_and_refuses_to_overwrite_it(classifier_ckpt, tmp_path, cli):

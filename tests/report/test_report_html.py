@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_report_pipeline import NUM_LATENTS, make_sae
 
 from sae_lab.report import run_report, write_index, writer
+from tests.report.test_report_pipeline import NUM_LATENTS, make_sae
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip

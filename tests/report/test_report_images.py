@@ -43,9 +43,8 @@ def test_sprite_places_tiles_row_major_with_gaps():
 
 
 def test_the_image_only_loader_gives_the_items_image(world_dir):
-    from helpers.common import IMAGE_SIZE
-
     from sae_lab.data.sketch import SketchDataModule
+    from tests.helpers.common import IMAGE_SIZE
 
     dm = SketchDataModule(str(world_dir), image_size=IMAGE_SIZE, num_workers=0, test_split="test", annotations=True)
     dm.setup("fit")

@@ -12,14 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers.common import IMAGE_SIZE
 from PIL import Image
 
 from sae_lab.data.export import pool_masks_any
-from sae_lab.lit.classifier import load_classifier
+from sae_lab.models.classifier_io import load_classifier
 from sae_lab.models.sae import SaeConfig, TopKSAE
 from sae_lab.report import ReportSettings, html, pipeline, run_report, stream, writer
 from sae_lab.stats import pool_masks
+from tests.helpers.common import IMAGE_SIZE
 
 NUM_LATENTS = 32
 K = 4

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from sae_lab.llm.stats_block import format_stats_block, parse_stats_block
+from sae_lab.backends.text.stats_block import format_stats_block, parse_stats_block
 from sae_lab.stats import (
     ChunkedRows,
     LatentStats,

@@ -1,0 +1,1 @@
+"""Swappable backends: text generation (`text`), image generation (`image`) and perception (`perception`)."""
