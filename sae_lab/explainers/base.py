@@ -1,0 +1,149 @@
+"""What every explanation method provides, and the registry ``explain METHOD`` and the pipeline callbacks read.
+
+A method is one sub-package of :mod:`sae_lab.explainers` exposing ``EXPLAINER``, an :class:`Explainer`:
+
+- ``settings``: a dataclass subclassing :class:`ExplainSettings`, one docstring per field. It *is* the schema:
+  ``python -m sae_lab explain METHOD --help``, ``--config FILE.yaml``, the Python API and the callbacks all
+  read it.
+- ``run(settings) -> dict``: explains the chosen latents of ``settings.run``, appending one
+  :class:`~sae_lab.run.records.ExplanationRecord` per latent to ``explanations/<method>.jsonl`` as each finishes
+  (resumable: latents already explained with the same settings hash are skipped), and returns the method's
+  ``summary.json`` block (``latents``, ``seconds`` and its cost).
+- ``methods``: the explanation files it writes (LE writes two: ``le-label`` and ``le-vlm``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass
+class ExplainSettings:
+    """Options every explanation method shares."""
+
+    run: str = "reports/quickstart"
+    """The report folder (``reports/<name>``) or a run name."""
+    latents: str = "all"
+    """Latents to explain: ``all`` (every live latent), or ids such as ``0-63,70``."""
+    sae: str | None = None
+    """SAE export folder (default: the one the report was written from)."""
+    classifier: str | None = None
+    """Classifier checkpoint (default: the one recorded by the SAE)."""
+    device: str | None = None
+    """``cpu``, ``cuda``, … (default: CUDA when available)."""
+    seed: int = 0
+    """Seed of every random choice (sampling, shuffles, image seeds): the same seed gives the same explanations."""
+    overwrite: bool = False
+    """Explain again latents that already have an explanation made with the same settings."""
+
+    def settings_hash(self, exclude: Sequence[str] = ("run", "latents", "device", "overwrite")) -> str:
+        """Hash of the settings that change an explanation (where and which latents do not)."""
+        values = {k: v for k, v in asdict(self).items() if k not in exclude}
+        return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def check(self) -> None:
+        """Raises ValueError naming the field when a setting is out of range (subclasses extend it)."""
+        if self.latents.strip() != "all":
+            parse_latents(self.latents)
+
+
+@dataclass(frozen=True)
+class Explainer:
+    """One explanation method."""
+
+    name: str
+    """The ``explain`` sub-command (``labels``, ``line``, ``le``, ``dnd``, ``patches``)."""
+    help: str
+    """One line for ``explain --help``."""
+    settings: type
+    """Its settings dataclass (a subclass of :class:`ExplainSettings`)."""
+    run: Callable[[Any], dict]
+    """Runs it; returns the ``summary.json`` block."""
+    methods: tuple[str, ...]
+    """The ``explanations/<method>.jsonl`` files it writes."""
+
+
+EXPLAINERS: dict[str, str] = {
+    "labels": "sae_lab.explainers.labels",
+    "line": "sae_lab.explainers.line",
+    "le": "sae_lab.explainers.le",
+    "dnd": "sae_lab.explainers.dnd",
+    "patches": "sae_lab.explainers.patches",
+}
+"""Method name → the package holding its ``EXPLAINER`` (imported only when used)."""
+
+
+def available() -> list[str]:
+    """The registered methods whose package exists."""
+    out = []
+    for name, module in EXPLAINERS.items():
+        try:
+            spec = importlib.util.find_spec(module)
+        except ModuleNotFoundError:
+            spec = None
+        if spec is not None:
+            out.append(name)
+    return out
+
+
+def get_explainer(name: str) -> Explainer:
+    """The method called ``name``.
+
+    Raises:
+        ValueError: an unknown method (naming the known ones).
+    """
+    if name not in EXPLAINERS or name not in available():
+        raise ValueError(f"unknown explanation method {name!r}; choose one of {', '.join(available())}")
+    explainer = importlib.import_module(EXPLAINERS[name]).EXPLAINER
+    if not isinstance(explainer, Explainer):
+        raise TypeError(f"{EXPLAINERS[name]}.EXPLAINER is not an Explainer")
+    return explainer
+
+
+def parse_latents(spec: str) -> list[int]:
+    """``"0-63,70"`` → sorted unique ids.
+
+    Raises:
+        ValueError: for anything but comma-separated ``N`` or ``A-B`` (0 ≤ A ≤ B).
+    """
+    ids: set[int] = set()
+    for part in str(spec).split(","):
+        part = part.strip()
+        lo, dash, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi if dash else lo)
+        except ValueError:
+            a = b = -1
+        if not part or a < 0 or b < a:
+            raise ValueError(f"bad latent range {part!r} in {spec!r}: expected N or A-B with 0 <= A <= B, e.g. 0-63,70")
+        ids.update(range(a, b + 1))
+    return sorted(ids)
+
+
+def choose_latents(spec: str | Sequence[int], neurons: Sequence[Any]) -> list[int]:
+    """The latents to explain: ``"all"`` → every live latent of the report; ids must exist in the report.
+
+    Args:
+        spec: ``"all"``, an id string, or a list of ids.
+        neurons: the report's :class:`~sae_lab.run.records.NeuronRecord` list.
+
+    Raises:
+        ValueError: an id the report does not have.
+    """
+    known = {n.latent for n in neurons}
+    if isinstance(spec, str) and spec.strip() == "all":
+        return [n.latent for n in neurons if not n.dead]
+    ids = parse_latents(spec) if isinstance(spec, str) else sorted({int(i) for i in spec})
+    missing = [i for i in ids if i not in known]
+    if missing:
+        raise ValueError(f"latents {missing[:10]} are not in the report (it has {len(known)} latents)")
+    return ids
+
+
+def settings_fields(settings_cls: type) -> list[str]:
+    return [f.name for f in fields(settings_cls)]
