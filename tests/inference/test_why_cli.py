@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from sae_lab.__main__ import main
+from tests.helpers.common import assert_latents_close
 from tests.inference.test_lab import bomb_png, make_run, png_bytes, rgba_and_16bit, world_images
 
 DESIGN_KEYS = {"image", "predicted", "top5", "latents", "sentence"}
@@ -56,7 +57,7 @@ def test_json_lines_for_folders_globs_and_bad_files(workspace, cli):
     names = {0: "line zero", 1: "stats one", 2: "new two", 3: "line three"}
     assert all(lat["label"] == names[lat["id"]] for lat in labelled)
     # RGBA and 16-bit versions of one sketch are converted to the same ink: the same answer.
-    assert answers["pics/more/rgba.png"]["latents"] == answers["pics/more/gray16.png"]["latents"]
+    assert_latents_close(answers["pics/more/rgba.png"]["latents"], answers["pics/more/gray16.png"]["latents"])
     assert "empty" in errors["bad/empty.png"] and "truncated" in errors["bad/truncated.png"]
     assert "cannot decode" in errors["bad/notes.png"] and "too large" in errors["bad/bomb.png"]
     assert errors["bad/missing.png"] == "no such file"
