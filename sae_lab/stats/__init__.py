@@ -3,13 +3,13 @@
 Plain torch; the report command and its Lightning callback only call :class:`LatentStats` ``update``/``compute``.
 """
 
+from sae_lab.stats.concept import ConceptScores, concept_scores, mad
 from sae_lab.stats.exemplars import TopExemplars, select_top
 from sae_lab.stats.ground_truth import (
     PrimitiveMatch,
     RecoveredPrimitives,
     best_primitive,
     histogram_auc,
-    mad,
     pool_masks,
     rank_auc,
     recovered_primitives,
@@ -32,6 +32,7 @@ from sae_lab.stats.storage import ChunkedRows
 
 __all__ = [
     "ChunkedRows",
+    "ConceptScores",
     "KnockoutComparison",
     "LatentStats",
     "LatentStatsResult",
@@ -42,6 +43,7 @@ __all__ = [
     "class_scores",
     "closed_form_knockout",
     "compare_knockout",
+    "concept_scores",
     "gather_latent_stats",
     "histogram_auc",
     "image_activations",

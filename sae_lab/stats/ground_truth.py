@@ -135,20 +135,6 @@ def roc_auc(pos: Tensor, neg: Tensor) -> float:
     return rank_auc(torch.cat([pos, neg])[:, None], labels[:, None].to(pos.device)).item()
 
 
-def mad(pos: Tensor, neg: Tensor) -> float:
-    """Mean activation difference (CoSy): (mean_pos − mean_neg) / std_neg, std with Bessel's correction.
-
-    Args:
-        pos: (n_pos,) scores on concept images.
-        neg: (n_neg,) scores on control images.
-
-    Returns:
-        The MAD; ±inf (or nan) when the negatives have zero spread.
-    """
-    pos, neg = pos.detach().flatten().double(), neg.detach().flatten().double()
-    return ((pos.mean() - neg.mean()) / neg.std()).item()
-
-
 def histogram_auc(hist_pos: Tensor, hist_neg: Tensor) -> Tensor:
     """ROC-AUC from histograms on shared ascending bins; pairs in the same bin count 0.5.
 

@@ -20,48 +20,31 @@ from torch import Tensor
 
 from sae_lab.data.images import image_to_tensor
 from sae_lab.stats import image_activations, rank_auc
+from sae_lab.stats.concept import METRICS, ConceptScores, control_std  # noqa: F401 -- METRICS re-exported
+from sae_lab.stats.concept import concept_scores as shared_concept_scores
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("auc", "mad", "mean")
 MAD_MIN_STD = 1e-6
-"""Floor of std_ctrl in MAD, so that a latent silent on every control image still ranks concepts (finitely)."""
-
-
-class ConceptScores(NamedTuple):
-    """Scores of one concept for L latents."""
-
-    auc: Tensor
-    """(L,) float64 ROC-AUC of the concept images against the control images."""
-    mad: Tensor
-    """(L,) float64 mean activation difference in units of the control std."""
-    mean: Tensor
-    """(L,) float64 mean ``z_max`` on the concept images."""
-
-    def metric(self, name: str) -> Tensor:
-        if name not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {name!r}")
-        return getattr(self, name)
+"""Floor of std_ctrl in LINE's MAD, so that a latent silent on every control image still ranks concepts (finitely)."""
 
 
 def concept_scores(pos: Tensor, ctrl: Tensor) -> ConceptScores:
-    """AUC, MAD and mean activation of every latent at once.
+    """AUC, MAD and mean activation of every latent at once, for ranking LINE's concepts.
+
+    The scores are :func:`sae_lab.stats.concept_scores` (the one implementation); LINE then floors std_ctrl at
+    :data:`MAD_MIN_STD` (the shared MAD is null where std_ctrl = 0), because its pool needs a finite value to rank
+    by. ``evaluate`` uses the shared function as is (MAD null).
 
     Args:
         pos: (n, L) ``z_max`` of L latents on n concept images.
         ctrl: (N, L) ``z_max`` of the same latents on N control images.
     """
-    pos, ctrl = pos.double(), ctrl.double()
-    if pos.shape[1] != ctrl.shape[1]:
-        raise ValueError(f"positives score {pos.shape[1]} latents, controls {ctrl.shape[1]}")
-    if len(pos) == 0:
-        nan = torch.full((pos.shape[1],), torch.nan, dtype=torch.float64)
-        return ConceptScores(nan, nan.clone(), nan.clone())
-    labels = torch.cat([torch.ones(len(pos)), torch.zeros(len(ctrl))]).double()[:, None]
-    auc = rank_auc(torch.cat([pos, ctrl]), labels)[:, 0]
-    std = ctrl.std(0) if len(ctrl) > 1 else torch.zeros(ctrl.shape[1], dtype=torch.float64)
-    mad = (pos.mean(0) - ctrl.mean(0)) / std.clamp_min(MAD_MIN_STD)
-    return ConceptScores(auc, mad, pos.mean(0))
+    s = shared_concept_scores(pos, ctrl)
+    if len(pos) == 0 or len(ctrl) == 0:
+        return s
+    floored = (pos.double().mean(0) - ctrl.double().mean(0)) / control_std(ctrl).clamp_min(MAD_MIN_STD)
+    return s._replace(mad=floored)
 
 
 class LatentScorer:
