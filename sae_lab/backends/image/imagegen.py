@@ -417,6 +417,10 @@ class ImageCache:
     def prompt(self, concept: str) -> str:
         return self.template.format(concept=concept)
 
+    def image_seed(self, concept: str, index: int) -> int:
+        """The generator seed of image ``index`` of ``concept`` (a subclass may draw from its own seed range)."""
+        return image_seed(self.seed, concept, index)
+
     def missing(self, concepts: Sequence[str], n: int) -> list[tuple[str, int]]:
         return [(c, i) for c in concepts for i in range(n) if not self.path(c, i).is_file()]
 
@@ -426,7 +430,7 @@ class ImageCache:
         if not todo:
             return 0
         prompts = [self.prompt(c) for c, _ in todo]
-        seeds = [image_seed(self.seed, c, i) for c, i in todo]
+        seeds = [self.image_seed(c, i) for c, i in todo]
         images = self.backend.generate(prompts, seeds)
         made = 0
         for (concept, index), image in zip(todo, images):
