@@ -17,6 +17,7 @@ from sae_lab.run.records import (
 from sae_lab.run.store import (
     DEFAULT_PREFERENCE,
     ExplanationStore,
+    LabelStore,
     explanation_methods,
     neurons_by_latent,
     preferred_texts,
@@ -35,6 +36,7 @@ __all__ = [
     "ExplanationStore",
     "JsonlAppender",
     "LabelRecord",
+    "LabelStore",
     "LineResult",
     "LoadedRun",
     "NeuronRecord",

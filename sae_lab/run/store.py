@@ -29,7 +29,7 @@ def read_neurons(run: str | os.PathLike | RunFiles) -> list[NeuronRecord]:
     files = _files(run)
     if not files.neurons.is_file():
         raise FileNotFoundError(
-            f"{files.neurons} not found: write the report first (python -m sae_lab report --run {files.root})"
+            f"{files.neurons} not found: run `python -m sae_lab report --run {files.root}` first"
         )
     out = []
     for number, obj in iter_jsonl(files.neurons):
@@ -170,9 +170,27 @@ def preferred_texts(run: str | os.PathLike | RunFiles | None, methods: Sequence[
     return out
 
 
+
+
+class LabelStore(JsonlAppender):
+    """``labels.jsonl``: durable appends, the latest record per latent (the last ``ok`` one wins), atomic
+    compaction to one line per latent."""
+
+    def latest(self) -> dict[int, dict]:
+        return latest_by_latent(self.records(), prefer="status")
+
+    def compact(self) -> int:
+        """Rewrites the file atomically with :meth:`latest`, by latent id; returns the number of lines."""
+        latest = self.latest()
+        if not latest and not self.path.exists():
+            return 0
+        return self.rewrite(latest[i] for i in sorted(latest))
+
+
 __all__ = [
     "DEFAULT_PREFERENCE",
     "ExplanationStore",
+    "LabelStore",
     "explanation_methods",
     "label_appender",
     "neurons_by_latent",

@@ -1,38 +1,41 @@
-"""Concept labels for SAE latents from their statistics (and exemplar images) with an LLM backend.
+"""Labels (stats → LLM): a short concept per latent from its statistics (and exemplar sprite) with any text
+backend; writes ``labels.jsonl`` (its own detail) and ``explanations/labels.jsonl``."""
 
-``label_run`` / ``run_labels`` read ``reports/<run>/neurons.jsonl`` and write ``reports/<run>/labels.jsonl``,
-resumably; ``python -m sae_lab label`` is the command line.
-"""
-
-from sae_lab.explainers.labels.labeller import (
-    LABELS,
+from sae_lab.explainers.base import Explainer, parse_latents
+from sae_lab.explainers.labels.labeller import Labeller
+from sae_lab.explainers.labels.prompt import (
     SYSTEM_PROMPT,
-    Labeller,
-    LabelOutcome,
-    LabelRecord,
-    LabelStore,
     LabelTask,
     build_prompt,
-    label_run,
-    load_neurons,
     make_task,
-    parse_latents,
     prompt_hash,
     prompt_stats,
-    run_labels,
+)
+from sae_lab.explainers.labels.run import LabelOutcome, LabelSettings, label_run, run, run_labels
+from sae_lab.run.files import LABELS
+from sae_lab.run.records import LabelRecord
+from sae_lab.run.store import LabelStore
+
+EXPLAINER = Explainer(
+    name="labels",
+    help="name each live latent with an LLM from its statistics (+ exemplar sprite) → explanations/labels.jsonl",
+    settings=LabelSettings,
+    run=run,
+    methods=("labels",),
 )
 
 __all__ = [
+    "EXPLAINER",
     "LABELS",
     "SYSTEM_PROMPT",
     "LabelOutcome",
     "LabelRecord",
+    "LabelSettings",
     "LabelStore",
     "LabelTask",
     "Labeller",
     "build_prompt",
     "label_run",
-    "load_neurons",
     "make_task",
     "parse_latents",
     "prompt_hash",

@@ -17,7 +17,7 @@ from PIL import Image
 from sae_lab.backends.text import ChatRequest, GenerationResult, TextBackend, parse_stats_block  # noqa: E402
 from sae_lab.backends.text.remote import RetryPolicy  # noqa: E402
 from sae_lab.explainers.labels import LABELS, LabelStore, label_run, parse_latents, run_labels  # noqa: E402
-from sae_lab.explainers.labels.labeller import refresh_index  # noqa: E402
+from sae_lab.explainers.labels.run import refresh_index  # noqa: E402
 from tests.backends.text.llm_fakes import FakeServer, Recorded, Reply  # noqa: E402
 
 NUM_LATENTS = 8
@@ -215,6 +215,22 @@ def test_offline_labels_every_live_latent(run):
     assert "circle" not in by_latent[2]  # AUC 0.6: named from its classes instead
     if (run / "index.html").exists():  # the report stage's renderer is present
         assert "zigzag" in (run / "index.html").read_text()
+
+
+def test_labels_speak_the_explanation_schema(run):
+    from sae_lab.run import ExplanationStore
+
+    run_labels(run, "offline", progress=False)
+    labels = {r["latent"]: r for r in read_labels(run)}
+    explained = ExplanationStore(run, "labels").latest()
+    assert sorted(explained) == sorted(labels)
+    for latent, rec in explained.items():
+        assert rec.method == "labels" and rec.text == labels[latent]["label"]
+        assert [(t.concept, t.weight) for t in rec.terms] == [(rec.text, 1.0)] and rec.bias is None
+        assert rec.cost.llm_calls == labels[latent]["attempts"] and rec.backends == {"llm": "offline:stats"}
+    run_labels(run, "offline", progress=False)  # a re-run rewrites, never duplicates
+    lines = (run / "explanations" / "labels.jsonl").read_text().splitlines()
+    assert len(lines) == len(labels)
 
 
 def test_dead_latents_and_subsets(run):
