@@ -19,13 +19,9 @@ last layer (``layer4``); other layers are refused.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -34,290 +30,24 @@ from torch import Tensor
 
 from sae_lab.data.images import MAX_PIXELS, ImageDecodeError, image_to_tensor, open_image
 from sae_lab.data.tokens import fmap_to_tokens
+from sae_lab.inference.why import ClassScore, LatentContribution, Why
+from sae_lab.run import RunPaths, preferred_texts, resolve_run
 
 logger = logging.getLogger(__name__)
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray | Tensor
 """What :meth:`SaeLab.why` takes: a path, PNG/JPEG bytes, a PIL image, an (S, S) uint8 sketch or an ink tensor."""
 
-LABELS = "labels.jsonl"
-LINE_SUMMARY = Path("line") / "summary.jsonl"
-REPORT = "report.json"
-DEFAULT_RUN = "quickstart"
-
-
-# ------------------------------------------------------------------------------------------------ results
-@dataclass
-class ClassScore:
-    """One class with its probability."""
-
-    index: int
-    """Class index (the classifier's output unit)."""
-    name: str
-    """Class name (``"class"`` in JSON)."""
-    prob: float
-    """Softmax probability of the classifier's own logits."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "class": self.name, "prob": round(self.prob, 6)}
-
-
-@dataclass
-class LatentContribution:
-    """One SAE latent's share in the predicted class logit."""
-
-    id: int
-    """Latent index in the SAE dictionary."""
-    activation: float
-    """Max over the image's tokens of its Top-K code (``z_max``, as the report's exemplars)."""
-    mean_activation: float
-    """Mean over the image's tokens of its Top-K code (``z̄``; zero on tokens where it is not in the Top-K)."""
-    contribution: float
-    """Exact share of the predicted class logit: ``mean_activation · w[predicted]`` (w: its logit-lens vector)."""
-    label: str | None
-    """The run's name for it: LINE's best concept, else the stats label, else None."""
-    label_source: str | None = None
-    """Where the label came from: ``"line"``, ``"labels"`` or None."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "activation": round(self.activation, 6), "contribution": round(self.contribution, 6),
-                "label": self.label}  # fmt: skip
-
-
-@dataclass
-class Why:
-    """The explanation of one prediction.
-
-    ``latent_sum + error_term + bias_term == logit`` (to ~1e-6); ``latents`` lists only the top ones, so their
-    contributions alone do not add up to ``latent_sum``.
-    """
-
-    image: str
-    """The image's name (its path when it came from a file)."""
-    predicted: ClassScore
-    """The classifier's top class (its own forward pass, not the SAE-spliced one)."""
-    top5: list[ClassScore]
-    """The five most probable classes, best first (fewer when the classifier has fewer classes)."""
-    latents: list[LatentContribution]
-    """The top latents, by contribution to the predicted class (largest first; see ``SaeLab.why``'s ``rank_by``)."""
-    logit: float
-    """The classifier's logit of the predicted class."""
-    latent_sum: float
-    """Sum of the contributions of all M latents (not only the listed ones)."""
-    error_term: float
-    """``W_out[c] · mean_t(x_t − x̂_t)``: the part of the logit the SAE reconstruction misses."""
-    bias_term: float
-    """``W_out[c] · (σ ⊙ b_dec + μ) + b_c``: the image-independent part (decoder bias, mean and head bias)."""
-    active_latents: int
-    """Latents with a non-zero Top-K code on at least one token of the image."""
-    sentence: str = ""
-    """One sentence saying why, from the template (or rewritten by a text backend)."""
-
-    def to_json(self) -> dict[str, Any]:
-        """The DESIGN ``why --json`` object, plus ``logit``, ``latent_sum``, ``error_term`` and ``bias_term``."""
-        return {
-            "image": self.image,
-            "predicted": self.predicted.to_json(),
-            "top5": [c.to_json() for c in self.top5],
-            "latents": [lat.to_json() for lat in self.latents],
-            "sentence": self.sentence,
-            "logit": round(self.logit, 6),
-            "latent_sum": round(self.latent_sum, 6),
-            "error_term": round(self.error_term, 6),
-            "bias_term": round(self.bias_term, 6),
-            "active_latents": self.active_latents,
-        }
-
-    def to_text(self) -> str:
-        """A readable block: prediction, top-5, the latent table, the logit split and the sentence."""
-        lines = [f"{self.image}: {self.predicted.name} (p={self.predicted.prob:.3f})"]
-        lines.append("  top-5   " + " · ".join(f"{c.name} {c.prob:.3f}" for c in self.top5))
-        lines.append(f"  {'latent':>8}  {'activation':>10}  {'contribution':>12}  label")
-        for lat in self.latents:
-            label = lat.label if lat.label is not None else "–"
-            lines.append(f"  {lat.id:>8}  {lat.activation:>10.3f}  {lat.contribution:>+12.3f}  {label}")
-        lines.append(
-            f"  logit {self.logit:.3f} = {self.active_latents} active latents {self.latent_sum:+.3f}"
-            f" + SAE error {self.error_term:+.3f} + bias {self.bias_term:+.3f}"
-        )
-        lines.append(f"  {self.sentence}")
-        return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------ labels
-def _jsonl(path: Path) -> list[dict]:
-    rows = []
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            logger.warning("%s:%d is not JSON; skipped", path, n)
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
-def _latent_id(row: dict) -> int | None:
-    value = row.get("latent", row.get("id"))
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def read_labels(run_dir: str | os.PathLike | None) -> dict[int, tuple[str, str]]:
-    """The latest label of every latent of a run: ``{latent: (label, source)}``, source ``"line"`` | ``"labels"``.
-
-    ``labels.jsonl`` (the ``label`` stage): the last line with ``status: "ok"`` and a non-empty ``label`` wins.
-    ``line/summary.jsonl`` (LINE): a non-empty ``best_concept`` (last line per latent) takes precedence. Missing
-    files give no labels; unreadable lines are skipped with a warning.
-    """
-    labels: dict[int, tuple[str, str]] = {}
-    if run_dir is None:
-        return labels
-    run_dir = Path(run_dir)
-    for name, key, source in ((LABELS, "label", "labels"), (LINE_SUMMARY, "best_concept", "line")):
-        path = run_dir / name
-        if not path.is_file():
-            continue
-        for row in _jsonl(path):
-            latent, text = _latent_id(row), row.get(key)
-            if latent is None or not isinstance(text, str) or not text.strip():
-                continue
-            if source == "labels" and row.get("status", "ok") != "ok":
-                continue
-            labels[latent] = (text.strip(), source)
-    return labels
-
-
-# ------------------------------------------------------------------------------------------------ run layout
-@dataclass
-class RunPaths:
-    """Where a run's parts are."""
-
-    run_dir: Path | None
-    """The report folder (labels, LINE results, neurons.jsonl); None without a run."""
-    sae_dir: Path
-    """The SAE export folder (``cfg.json`` + ``sae.safetensors``)."""
-    classifier: Path
-    """The classifier checkpoint."""
-    looked_for: list[str] = field(default_factory=list)
-    """The SAE folders tried, in order."""
-
-
-def _is_sae_dir(path: Path) -> bool:
-    return (path / "cfg.json").is_file() and (path / "sae.safetensors").is_file()
-
-
-def _find(rel: str | os.PathLike, anchors: Sequence[Path], want_dir: bool) -> Path | None:
-    """``rel`` as given (absolute, or from the working folder), else from each anchor's ancestors."""
-    rel = Path(rel)
-    ok = (lambda p: p.is_dir()) if want_dir else (lambda p: p.is_file())
-    if rel.is_absolute() or ok(rel):
-        return rel if ok(rel) else None
-    for anchor in anchors:
-        for root in [anchor, *anchor.resolve().parents]:
-            if ok(root / rel):
-                return root / rel
-    return None
-
-
-def _run_dir(run: str | os.PathLike | None) -> Path | None:
-    if run is None:
-        return None
-    path = Path(run)
-    if not path.is_dir() and len(path.parts) == 1:  # a bare run name
-        return Path("reports") / path
-    return path
-
-
-def _report_facts(run_dir: Path | None) -> dict:
-    if run_dir is None or not (run_dir / REPORT).is_file():
-        return {}
-    try:
-        report = json.loads((run_dir / REPORT).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        logger.warning("cannot read %s: %s", run_dir / REPORT, e)
-        return {}
-    sae, clf = report.get("sae"), report.get("classifier")
-    return {
-        "sae": report.get("sae_dir") or (sae.get("dir") if isinstance(sae, dict) else sae),
-        "classifier": clf.get("checkpoint") if isinstance(clf, dict) else clf,
-    }
-
-
-def resolve_run(
-    run: str | os.PathLike | None = None,
-    sae: str | os.PathLike | None = None,
-    classifier: str | os.PathLike | None = None,
-) -> RunPaths:
-    """Finds a run's SAE and classifier.
-
-    The run is a report folder (``reports/quickstart``) or a run name (``quickstart`` → ``reports/quickstart``);
-    with neither a run nor an SAE, the quickstart run; with only an SAE, no run (so no labels).
-    SAE: ``sae`` if given, else ``report.json``'s SAE folder, else ``checkpoints/<name>/sae`` beside ``reports/``
-    (``<root>/reports/<name>`` → ``<root>/checkpoints/<name>/sae``; a folder outside any ``reports/`` → the
-    working folder's ``checkpoints/<folder name>/sae``). Classifier: ``classifier`` if given, else the SAE's
-    recorded ``classifier_checkpoint``, else ``report.json``'s. Relative recorded paths are tried from the working
-    folder, then from the folders above the SAE folder and the run folder.
-
-    Raises:
-        FileNotFoundError: no SAE (naming every folder tried) or no classifier checkpoint.
-    """
-    if run is None and sae is None:
-        run = DEFAULT_RUN
-    run_dir = _run_dir(run)
-    facts = _report_facts(run_dir)
-    anchors = [p for p in (run_dir,) if p is not None]
-    candidates: list[Path] = []
-    if sae is not None:
-        candidates.append(Path(sae))
-        recorded = _find(facts["sae"], anchors, want_dir=True) if facts.get("sae") else None
-        if recorded is not None and recorded.resolve() != Path(sae).resolve():
-            logger.warning(
-                "the report in %s is of the SAE at %s, not %s: its labels may not fit", run_dir, recorded, sae
-            )
-    else:
-        if facts.get("sae"):
-            candidates.append(_find(facts["sae"], anchors, want_dir=True) or Path(facts["sae"]))
-        if run_dir is not None:
-            parts = run_dir.resolve().parts
-            if "reports" in parts:
-                cut = len(parts) - 1 - parts[::-1].index("reports")
-                candidates.append(Path(*parts[:cut], "checkpoints", *parts[cut + 1 :], "sae"))
-            else:
-                candidates.append(Path("checkpoints") / run_dir.name / "sae")
-    if not candidates:
-        raise ValueError("give a run (e.g. reports/quickstart) or an SAE folder")
-    looked = [str(c) for c in candidates]
-    sae_dir = next((c for c in candidates if _is_sae_dir(c)), None)
-    if sae_dir is None:
-        what = f"run {run_dir}" if run_dir is not None else "the given SAE"
-        raise FileNotFoundError(
-            f"no SAE for {what}: looked for cfg.json + sae.safetensors in {', '.join(looked)}; "
-            "train one (quickstart) or pass --sae DIR"
-        )
-    if classifier is not None:
-        clf_path = Path(classifier)
-        if not clf_path.is_file():
-            raise FileNotFoundError(f"classifier checkpoint {clf_path} does not exist")
-    else:
-        recorded = json.loads((sae_dir / "cfg.json").read_text()).get("metadata", {}).get("classifier_checkpoint")
-        tried = [r for r in (recorded, facts.get("classifier")) if r]
-        found = [_find(r, [sae_dir, *anchors], want_dir=False) for r in tried]
-        clf_path = next((p for p in found if p is not None), None)
-        if clf_path is None:
-            raise FileNotFoundError(
-                f"no classifier checkpoint for the SAE at {sae_dir}: tried {tried or 'none recorded'}; "
-                "pass --classifier CKPT"
-            )
-    return RunPaths(run_dir, sae_dir, clf_path, looked)
 
 
 # ------------------------------------------------------------------------------------------------ the lab
+def read_labels(run_dir: str | os.PathLike | None, methods: Sequence[str] | str | None = None
+                ) -> dict[int, tuple[str, str]]:  # fmt: skip
+    """Each latent's label from the run's explanations: ``{latent: (text, method)}``, the first method in
+    ``methods`` (default: :data:`sae_lab.run.DEFAULT_PREFERENCE`) that explains it."""
+    return preferred_texts(run_dir, methods)
+
+
 class SaeLab:
     """A classifier, its SAE and the run's labels, ready to explain single images.
 
@@ -384,6 +114,7 @@ class SaeLab:
         device: str = "cpu",
         text_backend=None,
         max_pixels: int = MAX_PIXELS,
+        explanations: Sequence[str] | str | None = None,
     ) -> SaeLab:
         """Loads a run: classifier checkpoint (``weights_only``), SAE (safetensors), class names, latest labels.
 
@@ -394,6 +125,8 @@ class SaeLab:
             classifier: classifier checkpoint, overriding the SAE's recorded one.
             device: where the models run.
             text_backend: a text backend (or a :func:`~sae_lab.backends.text.make_backend` spec) for the sentence.
+            explanations: the explanation method(s) whose text labels a latent, in order of preference
+                (default: :data:`sae_lab.run.DEFAULT_PREFERENCE`, then any other method of the run).
 
         Raises:
             FileNotFoundError: no SAE / classifier found (the message names the places tried).
@@ -409,12 +142,14 @@ class SaeLab:
             from sae_lab.backends.text import make_backend
 
             text_backend = make_backend(text_backend)
-        labels = read_labels(paths.run_dir)
-        return cls(clf, sae_model, labels, paths, text_backend, max_pixels, device)
+        labels = read_labels(paths.run_dir, explanations)
+        lab = cls(clf, sae_model, labels, paths, text_backend, max_pixels, device)
+        lab.explanations = explanations
+        return lab
 
     def reload_labels(self) -> int:
-        """Re-reads the run's labels (after a ``label`` or LINE run); returns how many latents have one."""
-        self.labels = read_labels(self.paths.run_dir if self.paths else None)
+        """Re-reads the run's explanations (after an ``explain`` run); returns how many latents have a label."""
+        self.labels = read_labels(self.paths.run_dir if self.paths else None, getattr(self, "explanations", None))
         return len(self.labels)
 
     @property

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sae_lab.backends.text import TextBackend
-    from sae_lab.inference.lab import LatentContribution, Why
+    from sae_lab.inference.why import LatentContribution, Why
 
 MAX_NAMED = 3
 """Concepts named in the template sentence (latents sharing a label count once)."""

@@ -4,32 +4,21 @@ ground truth (is it a latent that detects a primitive actually drawn in the imag
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-GT_MIN_AUC = 0.9
-"""A latent's ground-truth primitive counts when its image-level AUC reaches this (the report's match)."""
+from sae_lab.run import GT_AUC, RunFiles, read_neurons
 
 
-def latent_primitives(run_dir: str | os.PathLike, min_auc: float = GT_MIN_AUC) -> dict[int, str] | None:
-    """``{latent: primitive}`` from ``neurons.jsonl`` (``ground_truth.primitive`` with ``image_auc >= min_auc``);
-    None when the run has no report."""
-    path = Path(run_dir) / "neurons.jsonl"
-    if not path.is_file():
+def latent_primitives(run_dir: str | os.PathLike, min_auc: float = GT_AUC) -> dict[int, str] | None:
+    """``{latent: primitive}`` from the report (``ground_truth.primitive`` with ``image_auc >= min_auc``); None when
+    the run has no report."""
+    files = RunFiles(run_dir)
+    if not files.has_report():
         return None
-    out = {}
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        gt = row.get("ground_truth") or {}
-        if gt.get("primitive") and (gt.get("image_auc") or 0.0) >= min_auc:
-            out[int(row["id"])] = gt["primitive"]
-    return out
+    return {n.latent: n.gt_primitive for n in read_neurons(files) if n.gt_primitive and (n.gt_auc or 0.0) >= min_auc}
 
 
 def top_latent_hits(whys: Sequence, image_primitives: Sequence[Sequence[str]], gt: dict[int, str]) -> list[bool]:

@@ -123,6 +123,14 @@ class LabelRecord(Record):
     seconds: float = 0.0
     """Time its requests took (summed over attempts)."""
 
+    def to_explanation(self) -> ExplanationRecord:
+        """This label in the one explanation schema (method ``labels``)."""
+        cost = Cost(llm_calls=self.attempts, seconds=self.seconds)
+        common = {"cost": cost, "backends": {"llm": self.source}, "settings_hash": self.prompt_hash[:12]}
+        if self.status != "ok" or not self.label:
+            return ExplanationRecord.single(self.latent, "labels", None, reason=self.error or "no label", **common)
+        return ExplanationRecord.single(self.latent, "labels", self.label, detail={"evidence": self.evidence}, **common)
+
 
 # ------------------------------------------------------------------------------------------------ line/summary.jsonl
 @dataclass
@@ -154,6 +162,17 @@ class LineResult(Record):
         out = super().to_json()
         extra = out.pop("extra")
         return {**extra, **out}
+
+    def to_explanation(self, settings_hash: str = "", backends: dict[str, Any] | None = None,
+                       cost: Cost | None = None) -> ExplanationRecord:  # fmt: skip
+        """LINE's best concept in the one explanation schema (method ``line``; the pool as candidates)."""
+        candidates = [{"concept": c.get("concept"), "score": c.get("score")} for c in self.pool if isinstance(c, dict)]
+        cost = cost or Cost(images_generated=int(self.images or 0))
+        common = {"candidates": candidates, "cost": cost, "backends": dict(backends or {}),
+                  "settings_hash": settings_hash, "detail": {"metric": self.metric, "score": self.best_score}}  # fmt: skip
+        if not self.best_concept:
+            return ExplanationRecord.single(self.latent, "line", None, reason="no concept", **common)
+        return ExplanationRecord.single(self.latent, "line", self.best_concept, **common)
 
 
 # ------------------------------------------------------------------------------------------------ explanations

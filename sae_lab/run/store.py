@@ -89,6 +89,8 @@ class ExplanationStore:
         self._appender: JsonlAppender | None = None
 
     def latest(self) -> dict[int, ExplanationRecord]:
+        if not self.path.is_file():
+            return legacy_explanations(self.files, self.method)
         out = {}
         for latent, obj in latest_by_latent(read_jsonl(self.path)).items():
             try:
@@ -132,10 +134,24 @@ class ExplanationStore:
         self.close()
 
 
+def legacy_explanations(files: RunFiles, method: str) -> dict[int, ExplanationRecord]:
+    """A run written before ``explanations/`` existed: its ``labels.jsonl`` and ``line/summary.jsonl`` read as the
+    ``labels`` and ``line`` methods (other methods: nothing)."""
+    if method == "labels" and files.labels.is_file():
+        return {k: r.to_explanation() for k, r in read_labels(files).items()}
+    if method == "line" and files.line_summary.is_file():
+        return {k: r.to_explanation() for k, r in read_line_results(files).items()}
+    return {}
+
+
 def explanation_methods(run: str | os.PathLike | RunFiles) -> list[str]:
-    """The methods with an explanations file in the run, sorted."""
-    folder = _files(run).explanations_dir
-    return sorted(p.stem for p in folder.glob("*.jsonl")) if folder.is_dir() else []
+    """The methods with explanations in the run (``explanations/*.jsonl``, plus the labels and LINE files of a run
+    written before that folder existed), sorted."""
+    files = _files(run)
+    folder = files.explanations_dir
+    found = {p.stem for p in folder.glob("*.jsonl")} if folder.is_dir() else set()
+    found |= {m for m, path in (("labels", files.labels), ("line", files.line_summary)) if path.is_file()}
+    return sorted(found)
 
 
 def read_explanations(run: str | os.PathLike | RunFiles, methods: Sequence[str] | None = None

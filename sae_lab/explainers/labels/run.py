@@ -23,7 +23,7 @@ from sae_lab.backends.text.remote import RetryPolicy
 from sae_lab.explainers.base import ExplainSettings, parse_latents
 from sae_lab.explainers.labels.labeller import MAX_NEW_TOKENS, Labeller
 from sae_lab.explainers.labels.prompt import make_task
-from sae_lab.run import Cost, ExplanationRecord, ExplanationStore, LabelRecord, LabelStore, RunFiles, read_neurons
+from sae_lab.run import ExplanationStore, LabelRecord, LabelStore, RunFiles, read_neurons
 from sae_lab.run.records import NeuronRecord
 
 logger = logging.getLogger(__name__)
@@ -139,20 +139,10 @@ def refresh_index(run_dir: Path) -> Path | None:
         return None
 
 
-def explanation(record: LabelRecord) -> ExplanationRecord:
-    """A label record in the one explanation schema."""
-    cost = Cost(llm_calls=record.attempts, seconds=record.seconds)
-    if record.status != "ok" or not record.label:
-        return ExplanationRecord.single(record.latent, METHOD, None, cost=cost, backends={"llm": record.source},
-                                        settings_hash=record.prompt_hash[:12], reason=record.error)  # fmt: skip
-    return ExplanationRecord.single(record.latent, METHOD, record.label, cost=cost, backends={"llm": record.source},
-                                    settings_hash=record.prompt_hash[:12], detail={"evidence": record.evidence})  # fmt: skip
-
-
 def write_explanations(files: RunFiles, latest: Mapping[int, Mapping[str, Any]]) -> int:
     """``explanations/labels.jsonl`` rewritten from the compacted ``labels.jsonl``."""
     store = ExplanationStore(files, METHOD)
-    records = [explanation(LabelRecord.from_json(dict(latest[k]))) for k in sorted(latest)]
+    records = [LabelRecord.from_json(dict(latest[k])).to_explanation() for k in sorted(latest)]
     from sae_lab.run.io import write_jsonl
 
     return write_jsonl(store.path, (r.to_json() for r in records))
