@@ -33,6 +33,7 @@ import torch
 
 from sae_lab.backends.image.imagegen import ImageBackend, ImageCache, make_image_backend
 from sae_lab.data.world import primitives_in_text
+from sae_lab.explainers.line.page import render_latent_page
 from sae_lab.explainers.line.pool import Pool, ScoredConcept
 from sae_lab.explainers.line.proposer import LLMProposer, OfflineProposer, Proposal, ProposalContext, normalize_concept
 from sae_lab.explainers.line.scoring import (
@@ -575,92 +576,3 @@ def run_line_stage(
     state = json.loads((session.out / STATE).read_text())
     return {"latents": len(lines), "gt_named_rate": None if rate is None else round(rate, 4),
             "images_generated": int(state["images_generated"]), "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------------- the page
-_CSS = """body{font:14px system-ui,sans-serif;margin:24px;color:#1d2330;max-width:1100px}
-h1{font-size:20px}h2{font-size:16px;margin-top:24px}table{border-collapse:collapse}
-td,th{border-bottom:1px solid #e5e7eb;padding:3px 8px;text-align:left;vertical-align:top}
-.num{text-align:right;font-variant-numeric:tabular-nums}.muted{color:#6b7280}.why{max-width:480px;font-size:12px}
-img{width:64px;height:64px;border:1px solid #e5e7eb;margin:1px}svg text{font-size:10px;fill:#6b7280}
-.fb{background:#fde68a;border-radius:6px;padding:0 5px;font-size:11px}"""
-
-
-def _fmt(x: Any, nd: int = 3) -> str:
-    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{nd}f}"
-
-
-def score_plot(history: Sequence[dict], proposals: Sequence[dict], width: int = 560, height: int = 200) -> str:
-    """An inline SVG: best score so far per iteration (line) and each scored concept's score (dots)."""
-    import html
-
-    def finite(x: Any) -> bool:
-        return isinstance(x, (int, float)) and math.isfinite(x)
-
-    pts = [(h["iteration"], h["best_score"]) for h in history if finite(h.get("best_score"))]
-    dots = [(p["iteration"], p["score"]) for p in proposals if finite(p.get("score"))]
-    values = [v for _, v in pts + dots]
-    if not values:
-        return "<p class='muted'>no scores yet</p>"
-    lo, hi = min(values), max(values)
-    lo, hi = (lo - 0.5, hi + 0.5) if hi - lo < 1e-9 else (lo, hi)
-    n = max([i for i, _ in pts + dots] + [1])
-    pl, pr, pt, pb = 40, 10, 10, 24
-    w, h = width - pl - pr, height - pt - pb
-
-    def xy(i: float, v: float) -> tuple[float, float]:
-        return pl + w * i / n, pt + h * (1 - (v - lo) / (hi - lo))
-
-    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, v) for i, v in pts))
-    circles = "".join(f"<circle cx='{x:.1f}' cy='{y:.1f}' r='3' fill='#7c2d92'/>" for x, y in
-                      (xy(i, v) for i, v in dots))  # fmt: skip
-    axes = (f"<line x1='{pl}' y1='{pt + h}' x2='{pl + w}' y2='{pt + h}' stroke='#999'/>"
-            f"<line x1='{pl}' y1='{pt}' x2='{pl}' y2='{pt + h}' stroke='#999'/>"
-            f"<text x='2' y='{pt + 8}'>{hi:.3g}</text><text x='2' y='{pt + h}'>{lo:.3g}</text>"
-            f"<text x='{pl}' y='{height - 6}'>iteration 0</text><text x='{pl + w - 20}' y='{height - 6}'>{n}</text>")  # fmt: skip
-    title = html.escape("best score so far (line) and each concept's score (dots)")
-    return (f"<svg width='{width}' height='{height}' role='img' aria-label='{title}'>{axes}"
-            f"<polyline points='{line}' fill='none' stroke='#15803d' stroke-width='2'/>{circles}</svg>")  # fmt: skip
-
-
-def render_latent_page(result: dict, ls: dict, images: dict[str, list[str]], config: LineConfig) -> str:
-    """The self-contained LINE page of one latent: best concept, score plot, proposals with reasoning, images."""
-    import html
-
-    e = html.escape
-
-    def thumbs(concept: str) -> str:
-        return "".join(f"<img src='{e(src)}' alt='{e(concept)}' loading='lazy'>" for src in images.get(concept, []))
-
-    rows = []
-    for p in ls["proposals"]:
-        tag = " <span class='fb'>fallback</span>" if p.get("fallback") else ""
-        tag += " <span class='fb'>summary</span>" if p.get("summary") else ""
-        rows.append(f"<tr><td class='num'>{p['iteration']}</td><td><b>{e(p['concept'])}</b>{tag}</td>"
-                    f"<td class='num'>{_fmt(p.get('score'))}</td><td class='num'>{_fmt(p.get('auc'))}</td>"
-                    f"<td class='num'>{_fmt(p.get('mad'), 2)}</td><td class='num'>{_fmt(p.get('mean'), 2)}</td>"
-                    f"<td class='why'>{e((p.get('reasoning') or '')[:600])}</td><td>{thumbs(p['concept'])}</td></tr>")  # fmt: skip
-    pool_rows = "".join(
-        f"<tr><td>{e(c['concept'])}</td><td class='num'>{_fmt(c['score'])}</td><td class='num'>{c['iteration']}</td>"
-        f"<td>{thumbs(c['concept'])}</td></tr>"
-        for c in Pool.from_list(ls["pool"], config.pool_size).to_list()
-    )
-    initial = [{"iteration": 0, "score": c["score"]} for c in ls["scored"].values() if c["iteration"] == 0]
-    gt = result.get("ground_truth")
-    gt_line = (f"<p class='muted'>ground truth: {e(gt['primitive'])} (image AUC {_fmt(gt.get('image_auc'))}, "
-               f"from the {e(gt.get('source', ''))})</p>" if gt else "")  # fmt: skip
-    return f"""<!doctype html><html><head><meta charset='utf-8'><title>LINE · latent {result["latent"]}</title>
-<style>{_CSS}</style></head><body>
-<h1>Latent {result["latent"]}: <span style='color:#7c2d92'>{e(result["best_concept"])}</span></h1>
-<p>best {e(config.metric)} {_fmt(result["best_score"])} (AUC {_fmt(result["auc"])}, MAD {_fmt(result["mad"], 2)},
-mean activation {_fmt(result["mean"], 2)}) after {result["iterations"]} iterations;
-{result["fallbacks"]} of {result["proposals"]} proposals fell back to the offline proposer.</p>{gt_line}
-<p class='muted'>prompt template: “{e(config.template)}”; {config.n_images} images per concept; initial pool: top classes
-{e(", ".join(ls["top_classes"]))}; random {e(", ".join(ls["random_classes"]))}.</p>
-<div>{thumbs(result["best_concept"])}</div>
-<h2>Score over iterations</h2>{score_plot(ls["history"], initial + ls["proposals"])}
-<h2>Proposals</h2><table><tr><th>it.</th><th>concept</th><th>score</th><th>AUC</th><th>MAD</th><th>mean</th>
-<th>reasoning</th><th>images</th></tr>{"".join(rows)}</table>
-<h2>Final pool</h2><table><tr><th>concept</th><th>score</th><th>added at</th><th>images</th></tr>{pool_rows}</table>
-</body></html>
-"""
