@@ -12,7 +12,11 @@ import torch
 
 from tests.helpers.common import IMAGE_SIZE, N_TEST, N_TRAIN, REPO, TESTS  # noqa: E402
 
-torch.set_num_threads(2)
+# One intra-op thread for the whole suite: the tensors are tiny, and with two threads on two shared cores every op
+# ends at a barrier that waits for a descheduled thread whenever anything else runs (a subprocess of an earlier
+# test, another job): test_contributions_error_and_bias_add_up_to_the_logit took 52.9 s with two threads beside
+# two busy processes and 2.7 s with one (issue 11).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
