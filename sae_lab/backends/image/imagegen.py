@@ -80,7 +80,26 @@ class RendererBackend(ImageBackend):
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[Image.Image | None]:
         _check_lengths(prompts, seeds)
-        return [Image.fromarray(self.world.render_prompt(p, int(s))[0], mode="L") for p, s in zip(prompts, seeds)]
+        images = []
+        for prompt, seed in zip(prompts, seeds):
+            pixels, drawn = self.world.render_prompt(prompt, int(seed))
+            image = Image.fromarray(pixels, mode="L")
+            image.info["primitives"] = list(drawn)  # annotations the offline perception backend reads
+            images.append(image)
+        return images
+
+
+def _annotations_chunk(image: Image.Image) -> Any:
+    """PNG text chunks for an image's sketch-world annotations (``primitives`` as JSON, ``class``), if any."""
+    from PIL.PngImagePlugin import PngInfo
+
+    chunk = PngInfo()
+    prims = image.info.get("primitives")
+    if prims is not None:
+        chunk.add_text("primitives", prims if isinstance(prims, str) else json.dumps(list(prims)))
+    if "class" in image.info:
+        chunk.add_text("class", str(image.info["class"]))
+    return chunk
 
 
 def _check_lengths(prompts: Sequence[str], seeds: Sequence[int]) -> None:
@@ -438,7 +457,7 @@ class ImageCache:
                 continue
             path = self.path(concept, index)
             tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            image.save(tmp, format="PNG")
+            image.save(tmp, format="PNG", pnginfo=_annotations_chunk(image))
             os.replace(tmp, path)
             made += 1
         self.generated += made
@@ -452,7 +471,10 @@ class ImageCache:
             if path.is_file():
                 with Image.open(path) as im:
                     im.load()
-                    out.append(im.copy())
+                    copy = im.copy()
+                if isinstance(copy.info.get("primitives"), str):
+                    copy.info["primitives"] = json.loads(copy.info["primitives"])
+                out.append(copy)
         return out
 
     def paths(self, concept: str, n: int) -> list[Path]:
