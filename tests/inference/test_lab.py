@@ -143,7 +143,7 @@ def test_terms_match_a_dense_reference(lab):
     whys = lab.why(images, top=None)
     with torch.no_grad():
         fmap = lab.net.features(torch.stack([lab.to_tensor(i) for i in images]))
-        w_out, b_out = lab.net.fc.weight.double(), lab.net.fc.bias.double()
+        w_out, b_out = (t.double() for t in lab.net.logit_weights())
         for j, why in enumerate(whys):
             x = fmap[j].flatten(1).T.double()  # (T, C)
             acts, idx = lab.sae.encode(lab.sae.standardize(x.float()))
@@ -201,6 +201,23 @@ def test_label_precedence_line_then_stats_then_none(run_dir, lab):
     for w in why:
         for lat in w.latents:
             assert lat.label == labels.get(lat.id, (None, None))[0]
+
+
+def test_explanations_choose_the_labels(classifier_ckpt, tmp_path):
+    """Labels come from explanations/<method>.jsonl; `explanations=` picks the method, else the preference order."""
+    from sae_lab.run import ExplanationRecord, ExplanationStore, Term
+
+    run = make_run(tmp_path, classifier_ckpt)  # also an old-style labels.jsonl + line/summary.jsonl
+    with ExplanationStore(run, "le-vlm") as store:
+        store.append([ExplanationRecord(0, "le-vlm", "0.60*circle + 0.10", [Term("circle", 0.6)], bias=0.1),
+                      ExplanationRecord(7, "le-vlm", "0.50*spokes + 0.00", [Term("spokes", 0.5)], bias=0.0),
+                      ExplanationRecord(8, "le-vlm", None, reason="latent never fires")])  # fmt: skip
+    assert read_labels(run, "le-vlm") == {0: ("0.60*circle + 0.10", "le-vlm"), 7: ("0.50*spokes + 0.00", "le-vlm")}
+    default = read_labels(run)
+    assert default[0] == ("line zero", "line") and default[7] == ("0.50*spokes + 0.00", "le-vlm")
+    lab = SaeLab.load(run, explanations=["le-vlm"])
+    assert lab.labels == read_labels(run, "le-vlm")
+    assert read_labels(run, "nothing-here") == {}
 
 
 def test_missing_labels_answer_with_null(classifier_ckpt, tmp_path):
