@@ -1,0 +1,54 @@
+"""Aggregates of the evaluation table: mean ± standard error over latents, cost per latent."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, fields
+from typing import Any
+
+from sae_lab.run.records import Cost
+
+METRICS = ("cosy_auc", "cosy_mad", "simulation_r", "named_strict", "named_lenient")
+"""The per-latent scores of a row, in table order."""
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def mean_se(values: Iterable[float | None]) -> dict[str, float | int | None]:
+    """``{"mean", "se", "n"}`` over the finite values (None and NaN are left out, not counted as zero).
+
+    The standard error is std (Bessel) / sqrt(n); None with fewer than 2 values, and the mean None with none.
+    """
+    xs = [float(v) for v in values if finite(v)]
+    n = len(xs)
+    if n == 0:
+        return {"mean": None, "se": None, "n": 0}
+    mean = sum(xs) / n
+    if n < 2:
+        return {"mean": mean, "se": None, "n": 1}
+    var = sum((x - mean) ** 2 for x in xs) / (n - 1)
+    return {"mean": mean, "se": math.sqrt(var / n), "n": n}
+
+
+def cost_per_latent(costs: Sequence[Cost]) -> dict[str, float]:
+    """Mean of every :class:`~sae_lab.run.records.Cost` field over the latents explained (zeros for none)."""
+    names = [f.name for f in fields(Cost)]
+    if not costs:
+        return dict.fromkeys(names, 0.0)
+    total = sum(costs, Cost())
+    return {k: v / len(costs) for k, v in asdict(total).items()}
+
+
+def method_table(rows: Sequence[dict[str, Any]], missing: int, costs: Sequence[Cost]) -> dict[str, Any]:
+    """One method's entry of ``evaluation.json``: every metric's mean/se/n, latents missing, cost per latent."""
+    out: dict[str, Any] = {m: mean_se(r.get(m) for r in rows) for m in METRICS}
+    out["missing"] = missing
+    out["undrawable"] = sum(r.get("drawable") is False for r in rows)
+    out["cost"] = cost_per_latent(costs)
+    return out
+
+
+__all__ = ["METRICS", "cost_per_latent", "finite", "mean_se", "method_table"]
