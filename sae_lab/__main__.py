@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from sae_lab.commands import COMMANDS
+from sae_lab.commands.framework import ArgparseCommand
 
 # Kept here rather than imported from sae_lab.cli, so that other commands start without importing Lightning.
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -21,13 +21,18 @@ Lightning commands (take --config FILE.yaml, layered, and --section.key value ov
 Pipeline commands:
 {pipeline}
 
+Their options are their settings' fields: `--batch-size 64` (or --batch_size), bools as flags (`--overwrite`,
+`--no-progress`), `--config FILE.yaml` with the same keys, and `--print_config` shows the settings a command line
+makes ({argparse} still take plain options only).
+
 `python -m sae_lab <command> --help` describes each command's options.
 """
 
 
 def usage() -> str:
-    pipeline = "\n".join(f"  {name:<11} {cmd.help}" for name, cmd in COMMANDS.items())
-    return USAGE.format(pipeline=pipeline)
+    pipeline = "\n".join(f"  {name:<12} {cmd.help}" for name, cmd in COMMANDS.items())
+    plain = [name for name, cmd in COMMANDS.items() if isinstance(cmd, ArgparseCommand)]
+    return USAGE.format(pipeline=pipeline, argparse=", ".join(plain) or "none")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,12 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command {command!r}\n", file=sys.stderr)
         print(usage(), file=sys.stderr)
         return 2
-    cmd = COMMANDS[command]
-    parser = argparse.ArgumentParser(prog=f"python -m sae_lab {command}", description=cmd.help)
-    cmd.add_arguments(parser)
-    args = parser.parse_args(rest)
     try:
-        return int(cmd.run(args) or 0)
+        return COMMANDS[command].call(rest)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,33 +1,46 @@
-"""Registry of the pipeline's own commands (`world`, `quickstart`, …); each lives in its own module."""
+"""Registry of the pipeline's own commands (`world`, `report`, `explain METHOD`, …).
+
+Each is a :class:`~sae_lab.commands.framework.SettingsCommand` (a settings dataclass + a function taking it; the
+parser comes from the dataclass through jsonargparse) or, until converted, an argparse command. Nothing heavy is
+imported here: settings and run functions are named as ``"module:attribute"`` and imported when a command runs.
+"""
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable
-from dataclasses import dataclass
+from sae_lab.commands import cache_tokens, quickstart, report, serve, why, world
+from sae_lab.commands.explain import ExplainCommand, MethodAlias
+from sae_lab.commands.framework import ArgparseCommand, SettingsCommand
 
-from sae_lab.commands import cache_tokens, explain, label, quickstart, report, serve, why, world
+PROG = "python -m sae_lab"
+EVALUATE_HELP = (
+    "score every explanation file on the same latents with held-out evidence → reports/<run>/evaluation.json"
+)
 
-
-@dataclass(frozen=True)
-class Command:
-    """One `python -m sae_lab <name>` command."""
-
-    help: str
-    """One line shown by `python -m sae_lab --help`."""
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    """Adds the command's options to its parser."""
-    run: Callable[[argparse.Namespace], int | None]
-    """Runs it; returns the exit code."""
-
-
-COMMANDS: dict[str, Command] = {
-    "world": Command(world.HELP, world.add_arguments, world.run),
-    "cache-tokens": Command(cache_tokens.HELP, cache_tokens.add_arguments, cache_tokens.run),
-    "report": Command(report.HELP, report.add_arguments, report.run),
-    "explain": Command(explain.HELP, explain.add_arguments, explain.run),
-    "label": Command(label.HELP, label.add_arguments, label.run),
-    "quickstart": Command(quickstart.HELP, quickstart.add_arguments, quickstart.run),
-    "why": Command(why.HELP, why.add_arguments, why.run),
-    "serve": Command(serve.HELP, serve.add_arguments, serve.run),
+COMMANDS: dict = {
+    "world": SettingsCommand(world.HELP, world.WorldSettings, world.run_world, prog=f"{PROG} world"),
+    "cache-tokens": SettingsCommand(
+        cache_tokens.HELP, cache_tokens.CacheTokensSettings, cache_tokens.run_cache_tokens, prog=f"{PROG} cache-tokens"
+    ),
+    "report": SettingsCommand(
+        report.HELP,
+        report.SETTINGS,
+        report.run_report_command,
+        prog=f"{PROG} report",
+        aliases=report.ALIASES,
+        required=report.REQUIRED,
+    ),
+    "explain": ExplainCommand(),
+    "label": MethodAlias(
+        "labels",
+        "same as `explain labels`: name each live latent with an LLM from its statistics "
+        "→ reports/<run>/explanations/labels.jsonl",
+    ),
+    "evaluate": SettingsCommand(
+        EVALUATE_HELP, "sae_lab.evaluate:EvaluateSettings", "sae_lab.evaluate:run_evaluate", prog=f"{PROG} evaluate"
+    ),
+    # Still argparse (their own modules' add_arguments / run).
+    "why": ArgparseCommand(why.__name__, why.HELP, prog=f"{PROG} why"),
+    "serve": ArgparseCommand(serve.__name__, serve.HELP, prog=f"{PROG} serve"),
+    "quickstart": ArgparseCommand(quickstart.__name__, quickstart.HELP, prog=f"{PROG} quickstart"),
 }
+"""Command name → command; each has ``help``, ``parse(argv)`` (settings, nothing run) and ``call(argv)``."""

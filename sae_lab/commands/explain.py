@@ -1,107 +1,124 @@
-"""`python -m sae_lab explain --run reports/<run> --latents 0-63`: LINE for a batch of SAE latents."""
+"""`python -m sae_lab explain METHOD [options]`: one explanation method over a run's latents.
+
+Generic over the registry of :mod:`sae_lab.explainers.base`: each method's options are the fields of its
+``EXPLAINER.settings`` dataclass, and its ``run`` returns the ``summary.json`` block, printed as one JSON line
+(exit code 1 when the block counts ``failed`` latents: a re-run retries them). A method package that does not
+expose ``EXPLAINER`` yet runs its earlier argparse command (``line``).
+"""
 
 from __future__ import annotations
 
-import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
-HELP = "LINE: LLM ⇄ text-to-image loop naming SAE latents, batched and resumable → reports/<run>/line/"
+from sae_lab.commands.framework import ArgparseCommand, SettingsCommand, print_block
+from sae_lab.commands.line import add_arguments, image_options  # noqa: F401 -- transitional: LINE's tests import them here
 
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sae_lab.explainers.line.loop import SKETCH_TEMPLATE
-
-    p.add_argument("--run", required=True, help="report folder, e.g. reports/quickstart; outputs go to <run>/line/")
-    p.add_argument("--latents", required=True,
-                   help="latent ids: '0-63', '3,9,12-15', or 'auto:N' (N chosen by ground truth / activity)")  # fmt: skip
-    p.add_argument("--sae", default=None,
-                   help="SAE export folder (default: the report's, else checkpoints/<run name>/sae)")  # fmt: skip
-    p.add_argument("--classifier", default=None, help="classifier checkpoint (default: the one in the SAE's cfg.json)")
-    p.add_argument("--data", default=None, help="control image source override (default: the classifier's own data)")
-    g = p.add_argument_group("loop")
-    g.add_argument("--n-iters", type=int, default=10, help="proposal iterations (then one summary iteration)")
-    g.add_argument("--n-images", type=int, default=None, help="images per concept (default: 8 renderer, 10 diffusion)")
-    g.add_argument("--metric", choices=("auc", "mad", "mean"), default="auc", help="concept score")
-    g.add_argument("--template", default=SKETCH_TEMPLATE, help="prompt template with {concept}")
-    g.add_argument("--seed", type=int, default=0, help="seed of image generation, random pool members and sampling")
-    g.add_argument("--pool-size", type=int, default=10, help="concepts kept in each latent's pool")
-    g.add_argument("--n-control", type=int, default=1000, help="real control images (the negatives)")
-    g.add_argument("--control-split", choices=("train", "val", "test"), default="val", help="split of the controls")
-    g.add_argument("--domain", default="hand-drawn sketches", help="what the classifier sees (for the LLM prompt)")
-    g.add_argument("--save-images", action="store_true", help="copy each concept's images into <run>/line/<latent>/")
-    g.add_argument("--overwrite", action="store_true",
-                   help="start over when <run>/line holds a run with other settings (cached images are kept)")  # fmt: skip
-    g = p.add_argument_group("image generation")
-    g.add_argument("--images", default="renderer",
-                   help="renderer | diffusers[:<hub id or path>] (default model stabilityai/sd-turbo) | "
-                        "replicate[:<owner>/<name>]")  # fmt: skip
-    g.add_argument("--steps", type=int, default=None, help="inference steps (default: 1 for turbo models, else 30)")
-    g.add_argument("--guidance", type=float, default=None, help="guidance scale (default: 0 turbo, else 7.5)")
-    g.add_argument("--height", type=int, default=None, help="image height (default: the model's)")
-    g.add_argument("--width", type=int, default=None, help="image width (default: the model's)")
-    g.add_argument("--dtype", default="auto", help="diffusers dtype: auto (fp16 on CUDA), float16, bfloat16, float32")
-    g.add_argument("--image-batch-size", type=int, default=8, help="prompts per diffusion pipeline call")
-    g.add_argument("--negative-prompt", default=None, help="negative prompt (with guidance > 1)")
-    g.add_argument("--variant", default=None, help="diffusers weight variant to load, e.g. fp16")
-    g.add_argument("--no-safety-checker", action="store_true", help="drop the diffusers pipeline's safety checker")
-    g = p.add_argument_group("proposals")
-    g.add_argument("--llm", default="offline",
-                   help="offline | hf:<hub id or path> | replicate[:<owner>/<name>] | openai:<model>@<url>")  # fmt: skip
-    g.add_argument("--max-retries", type=int, default=2, help="re-asks per unusable answer before the fallback")
-    g.add_argument("--temperature", type=float, default=0.7, help="LLM sampling temperature")
-    g.add_argument("--max-new-tokens", type=int, default=256, help="LLM answer budget (thinking included)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … for classifier, SAE and local models")
-    p.add_argument("--batch-size", type=int, default=64, help="images per classifier forward pass")
-    p.add_argument("--no-progress", action="store_true", help="no progress lines")
+HELP = "explain latents with one method (labels, line, le, dnd, patches) → reports/<run>/explanations/<method>.jsonl"
+PROG = "python -m sae_lab explain"
+DEFAULT_METHOD = "line"
+"""What ``explain --run …`` without a method runs: ``explain`` was LINE's command before there were methods."""
+# Transitional: the argparse commands of methods whose package has no EXPLAINER yet.
+LEGACY = {
+    "line": ArgparseCommand(
+        "sae_lab.commands.line", "LINE: LLM ⇄ text-to-image loop naming SAE latents", prog=f"{PROG} line"
+    ),  # fmt: skip
+}
 
 
-def image_options(args: argparse.Namespace) -> dict:
-    kind = args.images.strip().partition(":")[0].lower()
-    if kind == "diffusers":
-        opts = {"steps": args.steps, "guidance": args.guidance, "height": args.height, "width": args.width,
-                "dtype": args.dtype, "batch_size": args.image_batch_size, "negative_prompt": args.negative_prompt,
-                "device": args.device or "auto", "variant": args.variant,
-                "safety_checker": not args.no_safety_checker}  # fmt: skip
-        return opts
-    if kind == "replicate":
-        return {"steps": args.steps, "guidance": args.guidance}
-    return {}
+def find_explainer(name: str) -> Any | None:
+    """The method's ``EXPLAINER``; None when its package exists but does not expose one yet.
+
+    Raises:
+        ValueError: an unknown method (naming the known ones).
+    """
+    from sae_lab.explainers.base import EXPLAINERS, available, get_explainer
+
+    if name in available() and not hasattr(importlib.import_module(EXPLAINERS[name]), "EXPLAINER"):
+        return None
+    return get_explainer(name)
 
 
-def run(args: argparse.Namespace) -> int:
-    from sae_lab.explainers.line.loop import LineConfig, LineSession, choose_latents, gt_named_rate, parse_latents
+def run_method(explainer: Any, settings: Any) -> int:
+    """Runs one method and prints its summary block; 1 when some latents failed."""
+    block = explainer.run(settings)
+    print_block(block)
+    return 1 if block.get("failed") else 0
 
-    config = LineConfig(n_iters=args.n_iters, n_images=args.n_images, metric=args.metric, template=args.template,
-                        seed=args.seed, pool_size=args.pool_size, n_control=args.n_control,
-                        control_split=args.control_split, domain=args.domain, save_images=args.save_images,
-                        batch_size=args.batch_size)  # fmt: skip
-    llm_opts = {"device": args.device or "auto"} if args.llm.partition(":")[0] in ("hf", "transformers") else {}
-    session = LineSession(
-        args.run,
-        args.sae,
-        config,
-        image_backend=args.images,
-        llm=args.llm,
-        classifier=args.classifier,
-        data=args.data,
-        device=args.device,
-        image_opts=image_options(args),
-        llm_opts=llm_opts,
-        proposer_opts={
-            "max_retries": args.max_retries,
-            "temperature": args.temperature,
-            "max_new_tokens": args.max_new_tokens,
-        },  # fmt: skip
-        progress=not args.no_progress,
-    )
-    spec = args.latents.strip()
-    if spec.startswith("auto:"):
-        latents = choose_latents(session, int(spec[5:]))
-    else:
-        latents = parse_latents(spec)
-    lines = session.run(latents, overwrite=args.overwrite)
-    for r in lines[:20]:
-        print(f"latent {r['latent']:>5}: {r['best_concept']!r} ({args.metric} {r['best_score']:.3f})")
-    rate, n = gt_named_rate(lines)
-    extra = f"; ground truth named for {rate:.0%} of {n} matched latents" if rate is not None else ""
-    print(f"explained {len(lines)} latents → {session.out}/summary.jsonl{extra}")
-    return 0
+
+def method_command(name: str) -> SettingsCommand | ArgparseCommand:
+    """``explain NAME``'s command: from the method's settings, or its earlier argparse command."""
+    explainer = find_explainer(name)
+    if explainer is None:
+        if name not in LEGACY:
+            raise ValueError(f"{name}: its package does not expose EXPLAINER")
+        return LEGACY[name]
+    return SettingsCommand(explainer.help, explainer.settings, partial(run_method, explainer), prog=f"{PROG} {name}")
+
+
+@dataclass(frozen=True)
+class ExplainCommand:
+    """``explain METHOD ...``: dispatches to the method's command."""
+
+    help: str = HELP
+    """One line for ``python -m sae_lab --help``."""
+
+    def methods(self) -> dict[str, str]:
+        """Every available method → its help line."""
+        from sae_lab.explainers.base import available
+
+        return {name: method_command(name).help for name in available()}
+
+    def usage(self) -> str:
+        width = max(map(len, self.methods()), default=0)
+        lines = "\n".join(f"  {name:<{width}}  {text}" for name, text in self.methods().items())
+        return (f"usage: {PROG} METHOD [--config FILE.yaml] [options]\n\n{HELP}\n\nmethods:\n{lines}\n\n"
+                f"`{PROG} METHOD --help` lists a method's options.")  # fmt: skip
+
+    def split(self, argv: Sequence[str]) -> tuple[str | None, list[str]]:
+        """``(method, its argv)``; method None for a help request."""
+        argv = list(argv)
+        if not argv or argv[0] in ("-h", "--help"):
+            return None, argv
+        if argv[0].startswith("-"):
+            print(f"note: `explain` without a method runs {DEFAULT_METHOD}: `explain {DEFAULT_METHOD} …`",
+                  file=sys.stderr)  # fmt: skip
+            return DEFAULT_METHOD, argv
+        return argv[0], argv[1:]
+
+    def parse(self, argv: Sequence[str]) -> Any:
+        """The method's settings for ``argv`` (``METHOD [options]``), checked, without running anything."""
+        method, rest = self.split(argv)
+        if method is None:
+            raise ValueError(f"explain needs a METHOD: one of {', '.join(self.methods())}")
+        return method_command(method).parse(rest)
+
+    def call(self, argv: Sequence[str]) -> int:
+        method, rest = self.split(argv)
+        if method is None:
+            print(self.usage())
+            return 0
+        return method_command(method).call(rest)
+
+
+@dataclass(frozen=True)
+class MethodAlias:
+    """A command that is ``explain METHOD`` under another name (``label`` = ``explain labels``)."""
+
+    method: str
+    """The method it runs."""
+    help: str
+    """One line for ``python -m sae_lab --help``."""
+
+    def parser(self):
+        return method_command(self.method).parser()
+
+    def parse(self, argv: Sequence[str]) -> Any:
+        return method_command(self.method).parse(argv)
+
+    def call(self, argv: Sequence[str]) -> int:
+        return method_command(self.method).call(argv)

@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-from sae_lab.run.summary import read_summary, update_summary
-
 HELP = "run every stage on the built-in sketch world on CPU (checkpoints/quickstart, reports/quickstart)"
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "quickstart"
 
@@ -68,6 +66,8 @@ class Quickstart:
         return out + (["--trainer.enable_progress_bar", "false"] if self.args.smoke else [])
 
     def finished(self, block: str, *files: Path) -> dict | None:
+        from sae_lab.run.summary import read_summary
+
         done = read_summary(self.summary_path).get(block)
         if done and all(f.exists() for f in files) and not self.args.force:
             return done
@@ -153,6 +153,8 @@ class Quickstart:
 
     def run(self) -> dict:
         """Runs every stage; total_seconds is this run's wall time plus the recorded time of skipped stages."""
+        from sae_lab.run.summary import read_summary, update_summary
+
         t0 = time.perf_counter()
         skipped = 0.0
         for block in self.STAGES:

@@ -2,28 +2,45 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 
 HELP = "export the built-in sketch world as parquet in the TU-Berlin schema (+ primitive masks)"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="output folder (data/train-*.parquet, data/test-*.parquet, world.json)")
-    p.add_argument("--n-train", type=int, default=8000, help="training images")
-    p.add_argument("--n-test", type=int, default=1000, help="held-out test images")
-    p.add_argument("--image-size", type=int, default=64, help="side of the square images in pixels")
-    p.add_argument("--seed", type=int, default=0, help="world seed (same seed, same images)")
-    p.add_argument("--workers", type=int, default=None, help="rendering processes (default: up to 4)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+@dataclass(frozen=True)
+class WorldSettings:
+    """The images of the built-in sketch world, rendered and written as parquet."""
+
+    out: str
+    """Output folder (data/train-*.parquet, data/test-*.parquet, world.json)."""
+    n_train: int = 8000
+    """Training images."""
+    n_test: int = 1000
+    """Held-out test images."""
+    image_size: int = 64
+    """Side of the square images in pixels."""
+    seed: int = 0
+    """World seed (same seed, same images)."""
+    workers: int | None = None
+    """Rendering processes (None: up to 4)."""
+    overwrite: bool = False
+    """Replace an existing output folder."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self):
+        if self.n_train < 1 or self.n_test < 0:
+            raise ValueError(f"n_train must be >= 1 and n_test >= 0, got {self.n_train} and {self.n_test}")
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1 (or None), got {self.workers}")
 
 
-def run(args: argparse.Namespace) -> int:
+def run_world(s: WorldSettings) -> int:
     from sae_lab.data.export import export_world
 
-    if args.n_train < 1 or args.n_test < 0:
-        raise ValueError("--n-train must be >= 1 and --n-test >= 0")
-    out = export_world(
-        args.out, args.n_train, args.n_test, args.image_size, args.seed, workers=args.workers, overwrite=args.overwrite
-    )
-    print(f"wrote the sketch world ({args.n_train} train, {args.n_test} test) to {out}")
+    out = export_world(s.out, s.n_train, s.n_test, s.image_size, s.seed, workers=s.workers, overwrite=s.overwrite,
+                       progress=s.progress)  # fmt: skip
+    print(f"wrote the sketch world ({s.n_train} train, {s.n_test} test) to {out}")
     return 0

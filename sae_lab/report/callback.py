@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 
 from sae_lab.report import writer
-from sae_lab.report.settings import KNOCKOUT_LATENTS, ReportSettings
+from sae_lab.report.settings import ReportSettings
 
 
 class ReportCallback(L.Callback):
@@ -26,33 +26,15 @@ class ReportCallback(L.Callback):
 
     Args:
         run_dir: the report folder (``reports/<run>``).
-        split: train, val or test (None: test when the data has a held-out test split, else val).
-        data: image source override (None: the images the FeatureTokenDataModule's classifier was trained on,
-            or the datamodule's own ``data`` override).
-        n_exemplars: exemplar images per latent.
-        quantile: q of the on-threshold τ.
-        overwrite: replace a report already in ``run_dir`` (otherwise fit refuses to start).
-        batch_size: images per forward.
-        knockout_latents: latents whose knockout is measured (evenly spaced ids; None: all).
-        progress: show progress bars (rank 0).
+        **settings: any other field of :class:`~sae_lab.report.settings.ReportSettings` (split, data, n_exemplars,
+            quantile, batch_size, knockout_latents, overwrite, progress, …); LightningCLI lists them with their
+            help. ``overwrite`` false: fit refuses to start when ``run_dir`` already holds a report.
     """
 
-    def __init__(
-        self,
-        run_dir: str,
-        split: str | None = None,
-        data: str | None = None,
-        n_exemplars: int = 16,
-        quantile: float = 0.99,
-        overwrite: bool = False,
-        batch_size: int = 256,
-        knockout_latents: int | None = KNOCKOUT_LATENTS,
-        progress: bool = False,
-    ):
+    def __init__(self, run_dir: str, **settings):
         self.run_dir = Path(run_dir)
-        self.settings = ReportSettings(split=split, data=data, n_exemplars=n_exemplars, quantile=quantile,
-                                       batch_size=batch_size, knockout_latents=knockout_latents, overwrite=overwrite,
-                                       progress=progress)  # fmt: skip
+        # sae, classifier and device are the SAE being trained, its classifier and its device.
+        self.settings = ReportSettings(run=str(run_dir), sae=None, classifier=None, device=None, **settings)
         self.report: dict[str, Any] | None = None
         """The report.json dict once written (rank 0)."""
 
