@@ -22,8 +22,9 @@ from sae_lab.jsonable import to_jsonable
 DASH = "–"
 """What a page shows for a missing or non-finite number."""
 
-_COST_NAMES = (("llm_calls", "LLM call"), ("images_generated", "image generated"), ("captions", "caption"),
-               ("vlm_images", "VLM image"), ("forward_images", "forward image"))  # fmt: skip
+_COST_NAMES = (("llm_calls", "LLM call", "LLM calls"), ("images_generated", "image generated", "images generated"),
+               ("captions", "caption", "captions"), ("vlm_images", "VLM image", "VLM images"),
+               ("forward_images", "forward pass", "forward passes"))  # fmt: skip
 
 
 def num(x: Any, digits: int = 3) -> str:
@@ -43,16 +44,16 @@ def num(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def plural(n: float, word: str) -> str:
+def count(n: float, one: str, many: str) -> str:
     """``"1 caption"``, ``"3 captions"``, ``"2.5 captions"`` (a share of work done for several latents)."""
-    count = num(int(n)) if float(n).is_integer() else num(float(n), 1)
-    return f"{count} {word}{'' if n == 1 else 's'}"
+    text = num(int(n)) if float(n).is_integer() else num(float(n), 1)
+    return f"{text} {one if n == 1 else many}"
 
 
 def cost_text(cost: Any) -> str:
     """An explanation's cost in words (only what it used): ``"3 LLM calls · 40 images generated · 2.1 s"``."""
     cost = cost if isinstance(cost, dict) else getattr(cost, "__dict__", {})
-    parts = [plural(cost[k], word) for k, word in _COST_NAMES if cost.get(k)]
+    parts = [count(cost[k], one, many) for k, one, many in _COST_NAMES if cost.get(k)]
     if cost.get("seconds"):
         parts.append(f"{num(float(cost['seconds']), 1)} s")
     return " · ".join(parts) or "no cost recorded"
