@@ -1,12 +1,12 @@
-"""The `label` command: options, errors, a tiny random Llama end to end, and a kill mid-run followed by a re-run.
+"""The `label` command (= `explain labels`): options, errors, a tiny random Llama end to end, and a kill mid-run
+followed by a re-run.
 
-The command runs through its registry entry (``COMMANDS["label"]``: its parser and ``run``), in-process or in a
-subprocess; ``python -m sae_lab`` itself would also import Lightning, which costs seconds and adds nothing here.
+The command runs through its registry entry (``COMMANDS["label"]``: ``parser()``, ``parse(argv)``, ``call(argv)``),
+in-process or in a subprocess. It prints the summary block as one JSON line.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -21,11 +21,7 @@ from sae_lab.commands import COMMANDS
 from tests.explainers.labels.test_labeller import LIVE, OpenAILike, read_labels, server, write_run  # noqa: F401 -- `server` is a fixture
 
 REPO = Path(__file__).resolve().parents[2]
-RUNNER = (
-    "import argparse, sys; from sae_lab.commands import COMMANDS; c = COMMANDS['label']; "
-    "p = argparse.ArgumentParser(prog='python -m sae_lab label'); c.add_arguments(p); "
-    "sys.exit(c.run(p.parse_args(sys.argv[1:])))"
-)
+RUNNER = "import sys; from sae_lab.commands import COMMANDS; sys.exit(COMMANDS['label'].call(sys.argv[1:]))"
 KILL_LATENTS = 12
 KILL_DELAY = 0.2
 VOCAB = 300
@@ -36,33 +32,33 @@ CHAT_TEMPLATE = (
 )
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sae_lab label")
-    COMMANDS["label"].add_arguments(p)
-    return p
-
-
 def label(*argv: str) -> int:
-    return COMMANDS["label"].run(parser().parse_args(list(argv)))
+    return COMMANDS["label"].call(list(argv))
+
+
+def block(out: str) -> dict:
+    """The summary block the command printed (its last line)."""
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def test_registered_with_its_options():
     cmd = COMMANDS["label"]
     assert "labels.jsonl" in cmd.help
-    text = parser().format_help()
+    text = cmd.parser().format_help()
     for option in ("--run", "--llm", "--latents", "--include-dead", "--images", "--no-images", "--concurrency",
                    "--max-retries", "--timeout", "--overwrite", "--vision", "--api-key-env"):  # fmt: skip
         assert option in text
-    args = parser().parse_args(["--run", "r"])
+    args = cmd.parse(["--run", "r"])
     assert (args.llm, args.images, args.concurrency, args.max_retries, args.timeout) == ("offline", True, 8, 2, 120.0)
 
 
 def test_offline_through_the_command(tmp_path, capsys):
     run = write_run(tmp_path)
     assert label("--run", str(run), "--no-progress") == 0
-    assert f"labelled {len(LIVE)} latents (0 already up to date), 0 failed" in capsys.readouterr().out
+    assert block(capsys.readouterr().out)["labelled"] == len(LIVE)
+    before = read_labels(run)
     assert label("--run", str(run), "--latents", "0-2", "--no-images", "--no-progress") == 0
-    assert "labelled 3 latents (3 already up to date)" in capsys.readouterr().out
+    assert (block(capsys.readouterr().out)["labelled"], read_labels(run)) == (3, before)  # up to date: not redone
 
 
 def test_errors_name_the_problem(tmp_path):
@@ -76,7 +72,7 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="does not take"):
         label("--run", str(run), "--vision")
     with pytest.raises(SystemExit):
-        parser().parse_args(["--run", str(run), "--concurrency", "many"])
+        COMMANDS["label"].parse(["--run", str(run), "--concurrency", "many"])
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +109,8 @@ def test_tiny_random_llama_end_to_end(tmp_path, tiny_llama, monkeypatch, capsys)
     run = write_run(tmp_path, num_latents=2, dead=())
     code = label("--run", str(run), "--llm", f"hf:{tiny_llama}", "--max-new-tokens", "6", "--max-retries", "1",
                  "--no-progress")  # fmt: skip
-    out = capsys.readouterr().out
-    assert code == 1 and "2 failed" in out and "latent 0: no SHORT ANSWER" in out
+    out = block(capsys.readouterr().out)
+    assert code == 1 and out["failed"] == 2 and out["errors"]["0"].startswith("no SHORT ANSWER")
     rows = read_labels(run)
     assert [r["latent"] for r in rows] == [0, 1]
     for r in rows:
@@ -149,7 +145,7 @@ def test_killed_run_resumes_labelling_each_latent_once(tmp_path, server):  # noq
 
     finished = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-2000:]
-    assert f"({len(done)} already up to date), 0 failed" in finished.stdout
+    assert (block(finished.stdout)["labelled"], block(finished.stdout)["failed"]) == (KILL_LATENTS, 0)
     rows = read_labels(run)
     assert [r["latent"] for r in rows] == list(range(KILL_LATENTS))  # compacted: one line each
     assert all(r["status"] == "ok" and r["label"] == f"concept {r['latent']}" for r in rows)

@@ -16,15 +16,7 @@ import pytest
 from sae_lab.__main__ import main
 from sae_lab.backends.image.imagegen import RendererBackend
 from sae_lab.backends.text.base import GenerationResult, TextBackend
-from sae_lab.explainers.line.loop import (
-    LineConfig,
-    LineSession,
-    explain,
-    gt_named_rate,
-    parse_latents,
-    resolve_sae_dir,
-    run_line_stage,
-)
+from sae_lab.explainers.line import LineConfig, LineSession, explain, gt_named_rate, parse_latents, run_line_stage
 from tests.backends.text.test_hf import tiny_model_dir  # noqa: F401 -- the tiny random Llama fixture of the LLM tests
 from tests.explainers.line.line_fixtures import *  # noqa: F403 -- the LINE fixtures (autouse ones included)
 
@@ -159,17 +151,11 @@ def test_tiny_llama_proposes_inside_the_loop(sae_dir, tmp_path, tiny_model_dir):
     assert all(r["best_concept"] for r in lines)
 
 
-def test_latent_parsing_sae_resolution_and_the_gt_rate(tmp_path):
+def test_latent_parsing_and_the_gt_rate():
     assert parse_latents("0-3, 7,5") == [0, 1, 2, 3, 5, 7]
     for bad in ("", "a-b", "5-2"):
         with pytest.raises(ValueError):
             parse_latents(bad)
-    run_dir = tmp_path / "reports/exp"
-    assert resolve_sae_dir(run_dir) == Path("checkpoints/exp/sae")
-    assert resolve_sae_dir(run_dir, "x") == Path("x")
-    run_dir.mkdir(parents=True)
-    (run_dir / "report.json").write_text(json.dumps({"sae": {"dir": "/somewhere/sae"}}))
-    assert resolve_sae_dir(run_dir) == Path("/somewhere/sae")
     lines = [{"best_concept": "sun", "ground_truth": {"primitive": "spokes", "image_auc": 0.95}},
              {"best_concept": "ring", "ground_truth": {"primitive": "circle", "image_auc": 0.99}},
              {"best_concept": "wave", "ground_truth": {"primitive": "dots", "image_auc": 0.91}},
@@ -196,7 +182,7 @@ def cli_env() -> dict:
 
 def test_help_lists_the_options(capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["explain", "--help"])
+        main(["explain", "line", "--help"])
     out = capsys.readouterr().out
     assert exit_.value.code == 0 and "--latents" in out and "--images" in out and "--llm" in out
 
