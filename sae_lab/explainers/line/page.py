@@ -13,7 +13,7 @@ from sae_lab.explainers.line.pool import Pool
 from sae_lab.report.pages import macro, render
 
 if TYPE_CHECKING:
-    from sae_lab.explainers.line.loop import LineConfig
+    from sae_lab.explainers.line.config import LineConfig
 
 
 def _finite(x: Any) -> bool:
