@@ -61,7 +61,7 @@ def render_latent_page(result: dict, ls: dict, images: dict[str, list[str]], con
         config: the run's settings (metric, prompt template, images per concept, pool size).
     """
     initial = [{"iteration": 0, "score": c["score"]} for c in ls["scored"].values() if c["iteration"] == 0]
-    pool = Pool.from_list(ls["pool"], config.pool_size).to_list()
+    pool = [c.to_dict() for c in Pool.from_list(ls["pool"], config.pool_size).sorted()]  # best first, as result.json
     return render(
         "line_latent.html.j2",
         result=result,
