@@ -52,7 +52,7 @@ def _images(detail: Mapping[str, Any]) -> list[dict[str, str]]:
 def _facts(detail: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The scalar entries of ``detail`` (LE's select-split r, the labeller's evidence, …), numbers formatted."""
     skip = {*IMAGE_KEYS, "page"}
-    return [(k, num(v)) for k, v in detail.items() if k not in skip and (v is None or isinstance(v, (str, int, float)))]
+    return [(k, num(v)) for k, v in detail.items() if k not in skip and isinstance(v, (str, int, float)) and v != ""]
 
 
 def explanation_view(rec: ExplanationRecord, preferred: bool = False) -> dict[str, Any]:
