@@ -31,7 +31,8 @@ def tiny_config(tmp_path: Path, world_dir: Path, **trainer) -> Path:
 def test_help_lists_every_command(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("fit", "validate", "test", "predict", "world", "quickstart", "cache-tokens", "label"):
+    for command in ("fit", "validate", "test", "predict", "world", "cache-tokens", "report", "explain", "label",
+                    "evaluate", "why", "serve", "quickstart"):  # fmt: skip
         assert f"  {command} " in out
 
 
