@@ -99,7 +99,9 @@ def _score(todo: Explanations, s: EvaluateSettings, loaded, files: RunFiles, cac
     from sae_lab.explainers.line.scoring import LatentScorer
     from sae_lab.explainers.probe import probe_set
 
+    t0 = time.perf_counter()
     probe = probe_set(loaded, files, n=s.probe_images, seed=s.probe_seed, batch_size=max(s.batch_size, 64))
+    work.extra["probe_seconds"] = round(time.perf_counter() - t0, 3)
     heldout = probe.partition(s.probe_seed)["heldout"]
     device = next(loaded.sae.parameters()).device
     scorer = LatentScorer(loaded.classifier.net, loaded.sae, loaded.classifier.image_size, device, s.batch_size)
@@ -111,6 +113,7 @@ def _score(todo: Explanations, s: EvaluateSettings, loaded, files: RunFiles, cac
     for method, records in todo.items():
         for latent, record in records.items():
             wants.setdefault(record.main_concept, []).append((method, latent))
+    t0 = time.perf_counter()
     acts = gen.activations(list(wants), scorer, loaded.sae_id)
     cosy: dict[tuple[str, int], tuple[float | None, float | None]] = {}
     for concept, asks in wants.items():
@@ -123,6 +126,10 @@ def _score(todo: Explanations, s: EvaluateSettings, loaded, files: RunFiles, cac
     work.images_generated += gen.generated
     work.cache_hits += sum(len(a) for c, a in wants.items() if acts[c] is not None) - len(gen.drawn)
 
+    work.extra["cosy_seconds"] = round(time.perf_counter() - t0, 3)
+    work.extra["concepts"] = len(wants)
+
+    t0 = time.perf_counter()
     table = PresenceTable(make_simulator(s.simulator), [probe.pil(int(i)) for i in heldout])
     rows = []
     for method, records in todo.items():
@@ -133,6 +140,7 @@ def _score(todo: Explanations, s: EvaluateSettings, loaded, files: RunFiles, cac
             rows.append({"latent": latent, "method": method, "text": record.text, "cosy_auc": auc, "cosy_mad": mad,
                          "simulation_r": r.get(latent), "named_strict": strict, "named_lenient": lenient,
                          "concept": record.main_concept, "drawable": gen.drawable(record.main_concept)})  # fmt: skip
+    work.extra["simulation_seconds"] = round(time.perf_counter() - t0, 3)
     work.extra["heldout_images"] = len(heldout)
     work.extra["probe_images"] = len(probe)
     return rows
