@@ -112,6 +112,8 @@ class HFModel:
         self.load_kwargs: dict[str, Any] = {"local_files_only": local_files_only, "revision": revision}
         self.config = load_pretrained(AutoConfig.from_pretrained, model, **self.load_kwargs)
         self.fingerprint = fingerprint(model, self.config)
+        self.preprocess_on_device = True
+        """Resize and normalise images on CUDA when the processor can (see :meth:`pixels`)."""
 
     def load_model(self, cls: Any) -> Any:
         """``cls.from_pretrained`` in this dtype, moved to the device, in eval mode."""
@@ -124,6 +126,25 @@ class HFModel:
         return load_pretrained(AutoProcessor.from_pretrained, self.model_id, **self.load_kwargs)
 
     def pixels(self, processor: Any, images: Sequence[Image.Image]) -> torch.Tensor:
-        """(B, 3, H, W) pixel values of RGB versions of ``images``, on the device in the model's dtype."""
-        inputs = processor(images=[to_rgb(im) for im in images], return_tensors="pt")
+        """(B, 3, H, W) pixel values of RGB versions of ``images``, on the device in the model's dtype.
+
+        Torchvision-backed ("fast") image processors resize and normalise on the model's accelerator, where the
+        CPU would otherwise be the bottleneck (``preprocess_on_device``)."""
+        kwargs: dict[str, Any] = {}
+        if self.preprocess_on_device and self.device.type == "cuda" and _torchvision_backed(processor):
+            kwargs["device"] = self.device
+        inputs = processor(images=[to_rgb(im) for im in images], return_tensors="pt", **kwargs)
         return inputs["pixel_values"].to(self.device, self.dtype)
+
+
+def _torchvision_backed(processor: Any) -> bool:
+    """Whether a processor's image processor takes ``device`` (transformers 5: TorchvisionBackend; 4: *Fast)."""
+    image_processor = getattr(processor, "image_processor", processor)
+    try:
+        from transformers.image_processing_backends import TorchvisionBackend as Fast
+    except ImportError:  # transformers 4
+        try:
+            from transformers.image_processing_utils_fast import BaseImageProcessorFast as Fast
+        except ImportError:
+            return False
+    return isinstance(image_processor, Fast)
