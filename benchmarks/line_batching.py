@@ -26,7 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sae_lab.data.world import primitives_in_text  # noqa: E402
-from sae_lab.explainers.line.loop import GT_AUC, LineConfig, LineSession, choose_latents, gt_named_rate  # noqa: E402
+from sae_lab.explainers.line import LineConfig, LineSession, choose_latents, gt_named_rate  # noqa: E402
+from sae_lab.explainers.line.outputs import ground_truth  # noqa: E402
+from sae_lab.run import GT_AUC  # noqa: E402
 
 
 def session(run_dir: Path, args, n_iters: int, control_from: Path | None = None) -> LineSession:
@@ -91,7 +93,7 @@ def main() -> None:
     print(f"one at a time: {one}", flush=True)
 
     gt_session = session(out / "gt", args, args.gt_iters, control_from=control)
-    gt = gt_session.ground_truth()
+    gt = ground_truth(gt_session)
     gt_latents = sorted(i for i, g in gt.items() if (g["image_auc"] or 0) >= GT_AUC)
     gt_lines, gt_fig = timed_run(gt_session, gt_latents)
     result = {

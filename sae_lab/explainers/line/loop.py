@@ -12,7 +12,7 @@ a killed run started again continues after the last finished iteration and regen
 Layout under ``reports/<run>/line/``: ``params.json``, ``state.json``, ``control.safetensors`` (control
 activations), ``cache/`` (generated images and their activations), ``summary.jsonl`` (one line per latent) and
 ``<latent>/`` with ``params.json``, ``proposals.jsonl``, ``history.jsonl``, ``result.json``, ``index.html`` and,
-when asked, ``images/``.
+when asked, ``images/`` (:mod:`.outputs`); the explanations go to ``explanations/line.jsonl``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +30,7 @@ import numpy as np
 import torch
 
 from sae_lab.backends.image.imagegen import ImageBackend, ImageCache, make_image_backend
-from sae_lab.data.world import primitives_in_text
-from sae_lab.explainers.line.page import render_latent_page
+from sae_lab.explainers.line.config import SKETCH_TEMPLATE, LineConfig  # noqa: F401 -- re-exported
 from sae_lab.explainers.line.pool import Pool, ScoredConcept
 from sae_lab.explainers.line.proposer import LLMProposer, OfflineProposer, Proposal, ProposalContext, normalize_concept
 from sae_lab.explainers.line.scoring import (
@@ -45,89 +42,12 @@ from sae_lab.explainers.line.scoring import (
     save_control,
 )
 from sae_lab.jsonable import to_jsonable
-from sae_lab.run.io import atomic_write_text
+from sae_lab.run import RunFiles, load_run
+from sae_lab.run.io import write_json, write_jsonl
 
 logger = logging.getLogger(__name__)
 
-LINE_DIR = "line"
 STATE = "state.json"
-SUMMARY = "summary.jsonl"
-SKETCH_TEMPLATE = "a simple black-and-white line drawing of {concept}"
-GT_AUC = 0.9
-
-
-@dataclass
-class LineConfig:
-    """Settings of one LINE run (everything but the latents, the backends' own options and the paths)."""
-
-    n_iters: int = 10
-    """Proposal iterations per latent (then one summary iteration)."""
-    n_images: int | None = None
-    """Images per concept; None: 8 with the renderer, 10 with a diffusion model."""
-    metric: str = "auc"
-    """Score a concept by ``auc`` (default), ``mad`` or ``mean`` activation."""
-    template: str = SKETCH_TEMPLATE
-    """Prompt template with ``{concept}``; fit it to the domain (sketches, not photos)."""
-    seed: int = 0
-    """Seeds image generation, random pool members, pool evictions and LLM sampling."""
-    pool_size: int = 10
-    """Concepts kept in the pool."""
-    n_top_classes: int = 5
-    """Initial pool: classes whose control images activate the latent most."""
-    n_random: int = 5
-    """Initial pool: random other classes."""
-    n_control: int = 1000
-    """Real control images (the negatives), a seeded subset of ``control_split``."""
-    control_split: str = "val"
-    """Split of the classifier's data the control images come from."""
-    domain: str = "hand-drawn sketches"
-    """What the classifier sees, for the LLM's system prompt."""
-    save_images: bool = False
-    """Copy every scored concept's images into ``<latent>/images/``."""
-    batch_size: int = 64
-    """Images per classifier forward pass."""
-
-    def __post_init__(self) -> None:
-        if self.metric not in ("auc", "mad", "mean"):
-            raise ValueError(f"metric must be auc, mad or mean, got {self.metric!r}")
-        if self.n_iters < 0 or self.pool_size < 1 or self.n_control < 2:
-            raise ValueError("n_iters must be >= 0, pool_size >= 1 and n_control >= 2")
-        if self.n_images is not None and self.n_images < 1:
-            raise ValueError(f"n_images must be >= 1, got {self.n_images}")
-        if "{concept}" not in self.template:
-            raise ValueError(f"the prompt template needs a {{concept}} placeholder, got {self.template!r}")
-
-
-def parse_latents(text: str) -> list[int]:
-    """``"0-63"``, ``"3,9,12-15"`` → sorted unique latent ids."""
-    out: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        lo, dash, hi = part.partition("-")
-        if not lo.strip().isdigit() or (dash and not hi.strip().isdigit()):
-            raise ValueError(f"latents must look like '0-63' or '3,9,12-15', got {text!r}")
-        a, b = int(lo), int(hi) if dash else int(lo)
-        if b < a:
-            raise ValueError(f"empty latent range {part!r}")
-        out.update(range(a, b + 1))
-    if not out:
-        raise ValueError("no latents given")
-    return sorted(out)
-
-
-def resolve_sae_dir(run_dir: str | Path, sae: str | Path | None = None) -> Path:
-    """Explicit ``sae``, else the report's recorded SAE folder, else ``checkpoints/<run name>/sae``."""
-    if sae is not None:
-        return Path(sae)
-    report = Path(run_dir) / "report.json"
-    if report.is_file():
-        info = json.loads(report.read_text())
-        recorded = info.get("sae_dir") or (info.get("sae") or {}).get("dir")
-        if recorded:
-            return Path(recorded)
-    return Path("checkpoints") / Path(run_dir).name / "sae"
 
 
 def _plain(value: Any) -> Any:
@@ -137,18 +57,9 @@ def _plain(value: Any) -> Any:
 
 def _dump(path: Path, value: Any, lines: bool = False) -> None:
     if lines:
-        text = "".join(json.dumps(_plain(v), ensure_ascii=False, allow_nan=False) + "\n" for v in value)
+        write_jsonl(path, value)
     else:
-        text = json.dumps(_plain(value), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
-    atomic_write_text(path, text)
-
-
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+        write_json(path, value)
 
 
 class LineSession:
@@ -156,7 +67,7 @@ class LineSession:
 
     Args:
         run_dir: ``reports/<run>``; outputs go to ``run_dir/line``.
-        sae_dir: The SAE export folder (None: :func:`resolve_sae_dir`).
+        sae_dir: The SAE export folder (None: the run's, see :func:`~sae_lab.run.resolve_run`).
         config: Loop settings.
         image_backend: An image backend or a spec (``renderer``, ``diffusers:<id or path>``, ``replicate:<model>``).
         llm: A text backend, a spec (``offline``, ``hf:<path>``, ``replicate[:model]``, ``openai:<model>@<url>``).
@@ -186,23 +97,18 @@ class LineSession:
         num_workers: int = 0,
         progress: bool = True,
     ) -> None:
-        from sae_lab.models.classifier_io import load_classifier
-        from sae_lab.report.inputs import check_pair, load_sae, open_split, resolve_classifier
+        from sae_lab.report.inputs import open_split
 
         self.config = replace(config) if config is not None else LineConfig()  # n_images is filled in below
-        self.run_dir = Path(run_dir)
-        self.out = self.run_dir / LINE_DIR
+        self.files = RunFiles(run_dir)
+        self.run_dir = self.files.root
+        self.out = self.files.line_dir
         self.progress = progress
-        self.sae_dir = resolve_sae_dir(run_dir, sae_dir)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.sae = load_sae(self.sae_dir, self.device)
-        ckpt, roots = resolve_classifier(self.sae, self.sae_dir, classifier)
-        roots = list(dict.fromkeys([*roots, *Path(ckpt).resolve().parents]))
-        self.clf = load_classifier(ckpt)
-        check_pair(self.sae, self.clf, self.sae_dir)
-        net = self.clf.net.to(self.device)
-        self.scorer = LatentScorer(net, self.sae, self.clf.image_size, self.device, self.config.batch_size)
-        self.sae_id = f"{self.clf.fingerprint}-{_file_hash(self.sae_dir / 'sae.safetensors')}"
+        loaded = load_run(run_dir, sae_dir, classifier, self.device)
+        self.sae, self.clf, self.sae_dir, roots = loaded.sae, loaded.classifier, loaded.paths.sae_dir, loaded.roots
+        self.scorer = LatentScorer(self.clf.net, self.sae, self.clf.image_size, self.device, self.config.batch_size)
+        self.sae_id = loaded.sae_id
         self.class_names = list(self.clf.class_names)
 
         key = {"sae": self.sae_id, "split": self.config.control_split, "n": self.config.n_control,
@@ -328,7 +234,9 @@ class LineSession:
                       f"({self.cache.generated} images generated this session)")  # fmt: skip
         state["done"] = True
         save()
-        return self.write_outputs(state, params)
+        from sae_lab.explainers.line.outputs import write_outputs
+
+        return write_outputs(self, state, params)
 
     def _load_state(self, params: dict, overwrite: bool) -> dict:
         saved_params = self.out / "params.json"
@@ -405,174 +313,3 @@ class LineSession:
         best = pool.best()
         ls["history"].append({"iteration": iteration, "best_concept": best.concept, "best_score": best.score,
                               "pool": [[p.concept, p.score] for p in pool.sorted()]})  # fmt: skip
-
-    # ----------------------------------------------------------------------------------------------- outputs
-    def ground_truth(self) -> dict[int, dict[str, Any]]:
-        """Each latent's ground-truth best primitive: from the report's ``neurons.jsonl``, else the control set."""
-        out: dict[int, dict[str, Any]] = {}
-        neurons = self.run_dir / "neurons.jsonl"
-        if neurons.is_file():
-            for line in neurons.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                gt = row.get("ground_truth") if isinstance(row, dict) else None
-                if isinstance(row.get("id"), int) and gt and gt.get("primitive"):
-                    out[row["id"]] = {
-                        "primitive": gt["primitive"],
-                        "image_auc": gt.get("image_auc"),
-                        "source": "report",
-                    }
-            if out:
-                return out
-        gt = self.control.ground_truth()
-        if gt is not None and self.control.primitive_names:
-            best, auc = gt
-            for i in range(len(best)):
-                if math.isfinite(float(auc[i])):
-                    out[i] = {"primitive": self.control.primitive_names[int(best[i])], "image_auc": float(auc[i]),
-                              "source": "control"}  # fmt: skip
-        return out
-
-    def write_outputs(self, state: dict, params: dict) -> list[dict[str, Any]]:
-        gt = self.ground_truth()
-        lines = []
-        for lat in params["latents"]:
-            ls = state["latents"][str(lat)]
-            folder = self.out / str(lat)
-            pool = Pool.from_list(ls["pool"], self.config.pool_size)
-            best = pool.best()
-            images = self._latent_images(ls, folder)
-            result = {
-                "latent": lat,
-                "best_concept": best.concept,
-                "best_score": best.score,
-                "metric": self.config.metric,
-                "auc": best.auc,
-                "mad": best.mad,
-                "mean": best.mean,
-                "names_primitives": primitives_in_text(best.concept),
-                "ground_truth": gt.get(lat),
-                "iterations": len(ls["history"]) - 1,
-                "proposals": len(ls["proposals"]),
-                "fallbacks": sum(p["fallback"] for p in ls["proposals"]),
-                "page": f"{LINE_DIR}/{lat}/index.html",
-            }
-            _dump(folder / "params.json", {**params, "latent": lat, "top_classes": ls["top_classes"],
-                                           "random_classes": ls["random_classes"]})  # fmt: skip
-            _dump(folder / "proposals.jsonl", ls["proposals"], lines=True)
-            _dump(folder / "history.jsonl", ls["history"], lines=True)
-            _dump(folder / "result.json", {**result, "pool": [p.to_dict() for p in pool.sorted()]})
-            atomic_write_text(folder / "index.html", render_latent_page(result, ls, images, self.config))
-            lines.append(result)
-        _dump(self.out / SUMMARY, lines, lines=True)
-        self._refresh_report()
-        return lines
-
-    def _latent_images(self, ls: dict, folder: Path) -> dict[str, list[str]]:
-        """Image paths (relative to the latent's folder) of every scored concept; copied when ``save_images``."""
-        out: dict[str, list[str]] = {}
-        n = int(self.config.n_images)
-        for concept in ls["scored"]:
-            paths = self.cache.paths(concept, n)
-            if self.config.save_images:
-                slug = "".join(ch if ch.isalnum() else "-" for ch in concept)[:40]
-                dest = []
-                for i, p in enumerate(paths):
-                    target = folder / "images" / f"{slug}-{i}.png"
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    if not target.exists():
-                        shutil.copyfile(p, target)
-                    dest.append(f"images/{target.name}")
-                out[concept] = dest
-            else:
-                out[concept] = [f"../cache/{p.name}" for p in paths]
-        return out
-
-    def _refresh_report(self) -> None:
-        """Re-render the main report's index.html (it shows LINE results) when a report is there."""
-        if not (self.run_dir / "neurons.jsonl").is_file() or not (self.run_dir / "report.json").is_file():
-            return
-        try:
-            from sae_lab.report.html import write_index
-
-            write_index(self.run_dir)
-        except Exception as exc:  # noqa: BLE001 -- the LINE outputs are written; the page is a convenience
-            logger.warning("could not re-render %s/index.html: %s", self.run_dir, exc)
-
-
-def choose_latents(session: LineSession, n: int) -> list[int]:
-    """``n`` latents worth explaining: ground-truth matched ones first (one per primitive, then by AUC), else the
-    latents whose control activations vary most."""
-    gt = session.ground_truth()
-    z = session.control.z_max
-    chosen: list[int] = []
-    if gt:
-        ranked = sorted(gt, key=lambda i: -(gt[i]["image_auc"] or 0.0))
-        seen: set[str] = set()
-        for i in ranked:
-            if gt[i]["primitive"] not in seen and z[:, i].std() > 0:
-                chosen.append(i)
-                seen.add(gt[i]["primitive"])
-        chosen += [i for i in ranked if i not in chosen and z[:, i].std() > 0]
-    chosen += [int(i) for i in torch.argsort(z.std(0), descending=True) if int(i) not in chosen]
-    return sorted(chosen[:n])
-
-
-def gt_named_rate(lines: Sequence[dict[str, Any]], min_auc: float = GT_AUC) -> tuple[float | None, int]:
-    """Among latents whose ground-truth best primitive has image AUC ≥ ``min_auc``: the fraction whose best
-    concept names that primitive (``primitives_in_text``), and how many such latents there were."""
-    eligible = [r for r in lines if r.get("ground_truth") and (r["ground_truth"].get("image_auc") or 0) >= min_auc]
-    if not eligible:
-        return None, 0
-    named = sum(r["ground_truth"]["primitive"] in primitives_in_text(r["best_concept"]) for r in eligible)
-    return named / len(eligible), len(eligible)
-
-
-def explain(
-    run_dir: str | Path,
-    latents: Sequence[int] | int,
-    sae_dir: str | Path | None = None,
-    config: LineConfig | None = None,
-    overwrite: bool = False,
-    **session_kwargs: Any,
-) -> list[dict[str, Any]]:
-    """Runs (or resumes) LINE on ``latents`` (a list, or a count chosen by :func:`choose_latents`).
-
-    Returns:
-        The summary lines (also in ``run_dir/line/summary.jsonl``).
-    """
-    session = LineSession(run_dir, sae_dir, config, **session_kwargs)
-    ids = choose_latents(session, latents) if isinstance(latents, int) else list(latents)
-    return session.run(ids, overwrite=overwrite)
-
-
-def run_line_stage(
-    run_dir: str | Path,
-    sae_dir: str | Path | None,
-    latents: Sequence[int] | int = 8,
-    n_iters: int = 4,
-    n_images: int = 8,
-    seed: int = 0,
-    classifier: str | Path | None = None,
-    device: str | None = None,
-    progress: bool = False,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """The quickstart's LINE stage, offline (sketch-world renderer + offline proposer).
-
-    Returns:
-        The ``line`` block of ``summary.json``: ``latents``, ``gt_named_rate`` (None without ground truth),
-        ``images_generated``, ``seconds``.
-    """
-    t0 = time.perf_counter()
-    config = LineConfig(n_iters=n_iters, n_images=n_images, seed=seed)
-    session = LineSession(run_dir, sae_dir, config, "renderer", "offline", classifier=classifier, device=device,
-                          progress=progress)  # fmt: skip
-    ids = choose_latents(session, latents) if isinstance(latents, int) else list(latents)
-    lines = session.run(ids, overwrite=overwrite)
-    rate, _ = gt_named_rate(lines)
-    state = json.loads((session.out / STATE).read_text())
-    return {"latents": len(lines), "gt_named_rate": None if rate is None else round(rate, 4),
-            "images_generated": int(state["images_generated"]), "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip

@@ -24,7 +24,7 @@ from sae_lab.backends.image.imagegen import (
     make_image_backend,
 )
 from sae_lab.backends.text.remote import RetryPolicy
-from sae_lab.explainers.line.loop import LineConfig, LineSession
+from sae_lab.explainers.line import LineConfig, LineSession
 from tests.explainers.line.line_fixtures import *  # noqa: F403 -- the LINE fixtures (autouse ones included)
 
 SIZE = 32

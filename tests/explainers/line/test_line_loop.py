@@ -76,6 +76,16 @@ def test_outputs_per_latent_and_summary(reference):
     state = json.loads((out / "state.json").read_text())
     assert state["done"] and state["iteration"] == CONFIG["n_iters"] + 1
     assert (out / "control.safetensors").is_file()
+    from sae_lab.run import ExplanationStore
+
+    explained = ExplanationStore(session.run_dir, "line").latest()  # the one schema
+    assert sorted(explained) == LATENTS
+    for r in summary:
+        rec = explained[r["latent"]]
+        assert rec.text == r["best_concept"] and rec.terms[0].concept == r["best_concept"]
+        assert rec.candidates[0] == {"concept": r["best_concept"], "score": r["best_score"]}
+        assert rec.cost.images_generated * len(LATENTS) == pytest.approx(state["images_generated"], abs=len(LATENTS))
+        assert rec.backends["sae"] == session.sae_id and rec.settings_hash
 
 
 def test_concepts_are_generated_once_and_batched_equals_one_at_a_time(reference, sae_dir, tmp_path):
