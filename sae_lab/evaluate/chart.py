@@ -32,8 +32,13 @@ def _panel(x0: float, metric: str, title: str, ref: float | None, methods: Mappi
            baselines: set[str]) -> list[str]:  # fmt: skip
     stats = [methods[m].get(metric) or {} for m in methods]
     values = [v for st in stats for v in (st.get("mean"), (st.get("mean") or 0) - (st.get("se") or 0)) if _finite(v)]
-    lo = min([0.0, *values])
-    hi = max([1.0, *[(st.get("mean") or 0) + (st.get("se") or 0) for st in stats if _finite(st.get("mean"))]])
+    lo = math.floor(min([0.0, *values]) * 10) / 10  # axis ends on tenths
+    hi = (
+        math.ceil(
+            max([1.0, *[(st.get("mean") or 0) + (st.get("se") or 0) for st in stats if _finite(st.get("mean"))]]) * 10
+        )
+        / 10
+    )
     width = PANEL_W - LABEL_W - 44
 
     def x(v: float) -> float:
@@ -43,7 +48,7 @@ def _panel(x0: float, metric: str, title: str, ref: float | None, methods: Mappi
     out = [f'<text x="{x0 + LABEL_W}" y="14" font-weight="bold">{escape(title)}</text>',
            f'<line x1="{x(0):.1f}" y1="{TOP - 6}" x2="{x(0):.1f}" y2="{h}" stroke="#555"/>',
            f'<text x="{x(lo):.1f}" y="{TOP - 10}" font-size="9" text-anchor="middle">{lo:g}</text>',
-           f'<text x="{x(hi):.1f}" y="{TOP - 10}" font-size="9" text-anchor="middle">{hi:.2g}</text>']  # fmt: skip
+           f'<text x="{x(hi):.1f}" y="{TOP - 10}" font-size="9" text-anchor="middle">{hi:g}</text>']  # fmt: skip
     if ref is not None and ref != 0:
         out.append(f'<line x1="{x(ref):.1f}" y1="{TOP - 6}" x2="{x(ref):.1f}" y2="{h}" stroke="#c33" '
                    f'stroke-dasharray="3,3"><title>chance</title></line>')  # fmt: skip

@@ -29,7 +29,9 @@ def mean_se(values: Iterable[float | None]) -> dict[str, float | int | None]:
     mean = sum(xs) / n
     if n < 2:
         return {"mean": mean, "se": None, "n": 1}
-    var = sum((x - mean) ** 2 for x in xs) / (n - 1)
+    if max(xs) == min(xs):  # exactly 0, not rounding noise
+        return {"mean": xs[0], "se": 0.0, "n": n}
+    var = math.fsum((x - mean) ** 2 for x in xs) / (n - 1)
     return {"mean": mean, "se": math.sqrt(var / n), "n": n}
 
 
