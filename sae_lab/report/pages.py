@@ -10,6 +10,7 @@ already formatted, so there is no second formatter in JavaScript.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from functools import lru_cache
 from typing import Any
@@ -35,12 +36,14 @@ def num(x: Any, digits: int = 3) -> str:
         x: the value.
         digits: decimals of a float.
     """
-    if x is None or isinstance(x, Undefined) or (isinstance(x, float) and not math.isfinite(x)):
-        return DASH
-    if isinstance(x, (bool, int)):
-        return str(x)
     if isinstance(x, float):
+        if not math.isfinite(x):
+            return DASH
         return f"{x:.1e}" if x != 0 and abs(x) < 10 ** (-digits) else f"{x:.{digits}f}"
+    if x is None or isinstance(x, Undefined):
+        return DASH
+    if isinstance(x, numbers.Real) and not isinstance(x, numbers.Integral):  # numpy floats, say
+        return num(float(x), digits)
     return str(x)
 
 
@@ -67,8 +70,10 @@ def anchor(kind: str, name: Any) -> str:
 def _json_dumps(value: Any, **kwargs: Any) -> str:
     import json
 
-    # NaN / inf would make JSON.parse fail in the browser; to_jsonable turns them into null.
-    return json.dumps(to_jsonable(value, strict=False), **kwargs)
+    try:
+        return json.dumps(value, **kwargs)
+    except (TypeError, ValueError):  # NaN / inf (JSON.parse would fail in the browser) or a tensor: converted
+        return json.dumps(to_jsonable(value, strict=False), **kwargs)
 
 
 @lru_cache(maxsize=1)

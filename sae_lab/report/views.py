@@ -6,6 +6,7 @@ script never formats one), bar lengths as percentages, and the ground-truth thre
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +25,11 @@ def pct(value: float | None, scale: float) -> float:
     if value is None or scale <= 0:
         return 0.0
     return round(min(100.0, 100.0 * abs(float(value)) / scale), 1)
+
+
+def _key(x: Any) -> float:
+    """A sort key: the number, or -1 (last when descending) for a missing or non-finite one."""
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else -1.0
 
 
 def _class_rows(rows: Sequence[Mapping[str, Any]], scale: float) -> list[dict[str, Any]]:
@@ -137,11 +143,7 @@ def latent_view(
         "latent": n.latent,
         "dead": n.dead,
         "matched": (not n.dead) and auc is not None and auc >= gt_auc,
-        "key": {
-            "frequency": n.frequency,
-            "monosemanticity": n.monosemanticity,
-            "gt_auc": auc if auc is not None else -1.0,
-        },  # fmt: skip
+        "key": {"frequency": _key(n.frequency), "monosemanticity": _key(n.monosemanticity), "gt_auc": _key(auc)},
         "label": label,
         "label_method": label_method,
         "thumb": next((e["image"] for e in n.exemplars if e.get("image")), None),
