@@ -91,8 +91,12 @@ def baselines(neurons: Mapping[int, NeuronRecord], latents: Sequence[int], vocab
 
 
 def recorded_sae_ids(record: ExplanationRecord) -> list[str]:
-    """The SAE a record says it explains (``detail.sae_id`` or ``backends.sae_id``), if it says."""
+    """The SAE a record says it explains (``detail.sae_id``, ``backends.sae_id``, or ``backends.sae`` when that is
+    an identity, not a path), if it says."""
     found = [record.detail.get("sae_id"), record.backends.get("sae_id")]
+    sae = record.backends.get("sae")
+    if isinstance(sae, str) and "/" not in sae and "\\" not in sae:
+        found.append(sae)
     return [str(s) for s in found if s]
 
 

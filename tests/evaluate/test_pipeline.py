@@ -119,7 +119,7 @@ def test_explanations_of_another_sae_are_refused_naming_both(tiny, tmp_path):
     run = clone_run(tiny, tmp_path / "other")
     ours = load_run(run).sae_id
     write_method(run, "labels", {0: "circle"}, detail={"sae_id": ours})
-    write_method(run, "line", {0: "circle"}, detail={"sae_id": "deadbeef-0123"})
+    write_method(run, "line", {0: "circle"}, backends={"sae": "deadbeef-0123"})  # where LINE records it
     with pytest.raises(ValueError, match=r"line\.jsonl.*deadbeef-0123.*" + ours):
         evaluate(settings(run))
 
