@@ -92,15 +92,16 @@ def explain_latents(presence: Tensor, names: list[str], targets: Tensor, parts: 
                         o.min_gain, o.width)  # fmt: skip
     held = pearson(predict(presence[held_i], fit), y[held_i])
     top = ranking[:, : o.width]
+    top_w, top, lengths = weights.gather(1, top).tolist(), top.tolist(), fit.length.tolist()
+    chosen, chosen_w = fit.concepts.tolist(), fit.weights.tolist()
     for row, j in enumerate(cols.tolist()):
         rec = out[j]
-        rec.candidates = [{"concept": names[c], "score": round(float(weights[row, c]), 6)} for c in top[row].tolist()]
-        k = int(fit.length[row])
+        rec.candidates = [{"concept": names[c], "score": round(w, 6)} for c, w in zip(top[row], top_w[row])]
+        k = lengths[row]
         if k == 0:
             rec.reason = NO_POSITIVE
             continue
-        terms = [Term(names[c], round(float(w), 6)) for c, w in zip(fit.concepts[row, :k].tolist(),
-                                                                   fit.weights[row, :k].tolist())]  # fmt: skip
+        terms = [Term(names[c], round(w, 6)) for c, w in zip(chosen[row][:k], chosen_w[row][:k])]
         rec.terms = sorted(terms, key=lambda t: -t.weight)
         rec.bias = round(float(fit.bias[row]), 6)
         rec.select_r, rec.heldout_r = _num(fit.select_r[row]), _num(held[row])

@@ -1,8 +1,8 @@
 """LE's two steps for every latent at once (Oikarinen & Weng, ICML 2024, "Linear Explanations for Individual
 Neurons"): an elastic net ranks the concepts, then a greedy search adds them one at a time.
 
-Everything is batched over latents (M) and, in the greedy step, over each round's candidates (W): one coordinate
-descent for all elastic nets, one batched solve of the normal equations per round. LE fits each candidate by 100
+Everything is batched over latents (M) and, in the greedy step, over each round's candidates (W): one proximal
+gradient run for all elastic nets (a matrix product per step), one batched solve of the normal equations per round. LE fits each candidate by 100
 Adam epochs on ``nn.Linear``; least squares in closed form reaches the optimum those epochs approach
 (:mod:`.reference` re-implements LE's way for the tests and the benchmark).
 
@@ -34,14 +34,16 @@ def _standardize(x: Tensor) -> Tensor:
     return torch.where(std > STD_EPS, (x - x.mean(0)) / std.clamp_min(STD_EPS), torch.zeros_like(x))
 
 
-def elastic_net(x: Tensor, y: Tensor, lam: float = 0.05, alpha: float = 0.99, max_sweeps: int = 500,
-                tol: float = 1e-6) -> Tensor:  # fmt: skip
-    """Elastic nets of every latent on standardised concepts, by cyclic coordinate descent on the Gram matrix
-    (the covariance updates of glmnet, Friedman et al. 2010).
+def elastic_net(x: Tensor, y: Tensor, lam: float = 0.05, alpha: float = 0.99, max_iter: int = 5000,
+                tol: float = 1e-8) -> Tensor:  # fmt: skip
+    """Elastic nets of every latent on standardised concepts, by accelerated proximal gradient (FISTA, Beck &
+    Teboulle 2009) with adaptive restart (O'Donoghue & Candès 2015), all latents in one matrix product per step.
 
     Per latent, on standardised ``x`` and ``y`` (so the bias is 0), minimises the objective of LE's solver
-    (glm-saga, gaussian family): ``1/(2N)·|y − x·w|² + λ·α·|w|₁ + λ·(1 − α)/2·|w|²``. A latent stops updating
-    once no weight moved more than ``tol`` in a sweep, so its weights do not depend on the other latents.
+    (glm-saga, gaussian family): ``1/(2N)·|y − x·w|² + λ·α·|w|₁ + λ·(1 − α)/2·|w|²``. Concepts such as a class
+    and its superclass are collinear, so the problem is barely strongly convex; acceleration with restarts
+    converges in hundreds of steps where coordinate descent takes thousands of sweeps. A latent stops once no
+    weight moves more than ``tol`` in a step, so its weights do not depend on the other latents.
 
     Args:
         x: (N, C) concept presences of the fit images.
@@ -55,25 +57,25 @@ def elastic_net(x: Tensor, y: Tensor, lam: float = 0.05, alpha: float = 0.99, ma
     xs, ys = _standardize(x.double()), _standardize(y.double())
     n = xs.shape[0]
     gram = xs.T @ xs / n  # (C, C)
-    resid = xs.T @ ys / n  # (C, M): x_kᵀ(y − x·w)/N, kept current as weights change
-    c, m = gram.shape[0], ys.shape[1]
-    w = torch.zeros(c, m, dtype=torch.float64)
+    cross = xs.T @ ys / n  # (C, M)
+    c, m = cross.shape
     l1, l2 = lam * alpha, lam * (1 - alpha)
+    step = 1.0 / (float(torch.linalg.eigvalsh(gram)[-1]) + l2 + 1e-12)  # 1 / Lipschitz constant of the smooth part
+    w = torch.zeros(c, m, dtype=torch.float64)
+    z = w.clone()
+    t = torch.ones(m, dtype=torch.float64)
     active = torch.ones(m, dtype=torch.bool)
-    for _ in range(max_sweeps):
-        moved = torch.zeros(m, dtype=torch.float64)
-        for k in range(c):
-            g = gram[k, k]
-            if g <= 0:  # a constant concept never enters
-                continue
-            z = resid[k] + g * w[k]
-            new = torch.sign(z) * (z.abs() - l1).clamp_min(0) / (g + l2)
-            delta = torch.where(active, new - w[k], torch.zeros_like(new))
-            if bool(delta.any()):
-                w[k] += delta
-                resid -= gram[:, k : k + 1] * delta
-                moved = torch.maximum(moved, delta.abs())
-        active &= moved > tol
+    for _ in range(max_iter):
+        u = z - step * (gram @ z - cross + l2 * z)
+        new = torch.sign(u) * (u.abs() - step * l1).clamp_min(0)
+        moved = new - w
+        restart = ((z - new) * moved).sum(0) > 0  # momentum points uphill: drop it
+        t_next = torch.where(restart, torch.ones_like(t), (1 + torch.sqrt(1 + 4 * t * t)) / 2)
+        momentum = torch.where(restart, torch.zeros_like(t), (t - 1) / t_next)
+        going = active & (moved.abs().amax(0) > tol)
+        w = torch.where(active, new, w)
+        z = torch.where(going, new + momentum * moved, w)
+        t, active = t_next, going
         if not bool(active.any()):
             break
     return w.T.contiguous()

@@ -88,7 +88,7 @@ def test_elastic_net_ranks_the_planted_concepts_first_and_is_batch_independent()
     y = random_latents(p, 6, seed=5)
     w_all = elastic_net(p, y)
     w_one = elastic_net(p, y[:, 2:3])
-    torch.testing.assert_close(w_all[2:3], w_one, atol=1e-9, rtol=0)
+    torch.testing.assert_close(w_all[2:3], w_one, atol=1e-9, rtol=0)  # each latent stops on its own
     truth = torch.linalg.lstsq(torch.cat([p, torch.ones(N, 1)], 1), y).solution[:C]
     top = rank_concepts(w_all)[:, 0]
     assert torch.equal(top, truth.argmax(0))
@@ -134,3 +134,24 @@ def test_pearson_matches_numpy_and_flags_constants():
 
     assert r[0].item() == pytest.approx(np.corrcoef(a[:, 0], b[:, 0])[0, 1], abs=1e-12)
     assert torch.isnan(r[2])
+
+
+def test_elastic_net_meets_its_optimality_conditions_on_collinear_concepts():
+    """KKT of 1/(2N)|y − xw|² + λα|w|₁ + λ(1−α)/2|w|² on standardised data, with a superclass column that is the
+    sum of two class columns (exactly collinear once centred)."""
+    from sae_lab.explainers.le.fit import _standardize
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 6, (300,), generator=g)
+    x = torch.nn.functional.one_hot(labels, 6).double()
+    x = torch.cat([x, x[:, :2].sum(1, keepdim=True)], 1)
+    y = x @ torch.tensor([1.0, 0.5, 0.0, 0.0, -0.3, 0.0, 0.8], dtype=torch.float64) + 0.1 * torch.randn(300, generator=g)
+    y = torch.stack([y, -y, torch.randn(300, generator=g, dtype=torch.float64)], 1)
+    lam, alpha = 0.05, 0.99
+    w = elastic_net(x, y, lam, alpha)
+    xs, ys = _standardize(x), _standardize(y)
+    grad = -(xs.T @ (ys - xs @ w.T)) / len(xs) + lam * (1 - alpha) * w.T  # (C, M)
+    on = w.T != 0
+    assert on.any(), "some weights must survive the penalty"
+    torch.testing.assert_close(grad[on], -lam * alpha * torch.sign(w.T[on]), atol=1e-6, rtol=0)
+    assert (grad[~on].abs() <= lam * alpha + 1e-6).all()
