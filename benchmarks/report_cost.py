@@ -29,10 +29,11 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sae_lab.data.sketch import collate_skip_corrupt  # noqa: E402
-from sae_lab.data.tokens import fmap_to_tokens, image_datamodule, tokens_to_fmap  # noqa: E402
-from sae_lab.models.classifier_io import load_classifier  # noqa: E402
+from sae_lab.data.tokens import image_datamodule  # noqa: E402
+from sae_lab.models.tokens import fmap_to_tokens, tokens_to_fmap  # noqa: E402
 from sae_lab.report import analysis as report_analysis  # noqa: E402
 from sae_lab.report import inputs, pipeline, settings, stream, writer  # noqa: E402
+from sae_lab.run import load_run  # noqa: E402
 
 
 @torch.no_grad()
@@ -41,9 +42,8 @@ def plain_forward(net, sae, dataset, batch_size: int) -> int:
     correct = 0
     for batch in DataLoader(dataset, batch_size, collate_fn=collate_skip_corrupt):
         fmap = net.features(batch["image"].to(sae.device))
-        b, _, h, w = fmap.shape
         acts, indices = sae.encode(sae.standardize(fmap_to_tokens(fmap)))
-        logits = net.head(tokens_to_fmap(sae.unstandardize(sae.decode(acts, indices)), b, h, w))
+        logits = net.head(tokens_to_fmap(sae.unstandardize(sae.decode(acts, indices)), fmap.shape))
         correct += int((logits.argmax(-1).cpu() == batch["label"]).sum())
     return correct
 
@@ -105,10 +105,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    sae = inputs.load_sae(args.sae, device)
-    ckpt, roots = inputs.resolve_classifier(sae, Path(args.sae), args.classifier)
-    clf = load_classifier(ckpt)
-    inputs.check_pair(sae, clf, args.sae)
+    loaded = load_run(None, args.sae, args.classifier, device)
+    sae, clf, roots = loaded.sae, loaded.classifier, loaded.roots
     dm, dataset, split, primitive_names = inputs.open_split(clf, args.data, args.split, args.batch_size, roots)
     if args.limit:
         dataset = torch.utils.data.Subset(dataset, range(min(args.limit, len(dataset))))

@@ -11,12 +11,12 @@ from sae_lab.data.tokens import (
     CachedTokens,
     LiveTokens,
     TokenMoments,
-    fmap_to_tokens,
     image_datamodule,
     read_manifest,
     token_loader,
     write_token_cache,
 )
+from sae_lab.models.tokens import fmap_to_tokens
 
 
 class FeatureTokenDataModule(L.LightningDataModule):

@@ -17,20 +17,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset
 
+from sae_lab.models.tokens import fmap_to_tokens
 from sae_lab.run.io import atomic_write_text
 
 MANIFEST = "manifest.json"
 CACHE_VERSION = 1
-
-
-def fmap_to_tokens(fmap: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) → (B·H·W, C), tokens of an image contiguous and in row-major order."""
-    return fmap.permute(0, 2, 3, 1).reshape(-1, fmap.shape[1])
-
-
-def tokens_to_fmap(tokens: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
-    """Inverse of :func:`fmap_to_tokens`."""
-    return tokens.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
 
 
 def rank_and_world() -> tuple[int, int]:

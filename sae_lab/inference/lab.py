@@ -29,8 +29,8 @@ from PIL import Image
 from torch import Tensor
 
 from sae_lab.data.images import MAX_PIXELS, ImageDecodeError, image_to_tensor, open_image
-from sae_lab.data.tokens import fmap_to_tokens
 from sae_lab.inference.why import ClassScore, LatentContribution, Why
+from sae_lab.models.tokens import fmap_to_tokens
 from sae_lab.run import RunPaths, preferred_texts, resolve_run
 
 logger = logging.getLogger(__name__)

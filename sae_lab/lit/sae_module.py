@@ -7,72 +7,14 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
-from sae_lab.data.tokens import fmap_to_tokens, tokens_to_fmap
-from sae_lab.models.sae import FvuAccumulator, SaeConfig, TopKSAE
+from sae_lab.models.metrics import SpliceMetrics
+from sae_lab.models.sae import SaeConfig, TopKSAE
 from sae_lab.models.schedule import warmup_cosine
+from sae_lab.models.trackers import DeadLatentTracker
 
-
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        t = t.clone()
-        dist.all_reduce(t)
-    return t
-
-
-class SpliceEvaluator:
-    """Accumulates validation figures over a split: FVU, L0, fired latents and spliced accuracy.
-
-    All sums are float64 and reduced across ranks in :meth:`compute`.
-    """
-
-    def __init__(self, d_in: int, num_latents: int, device: torch.device):
-        self.fvu = FvuAccumulator(d_in, device=device)
-        # [tokens, Σ L0, images, correct orig, correct spliced, correct mean-ablated, Σ KL]
-        self.sums = torch.zeros(7, dtype=torch.float64, device=device)
-        self.fired = torch.zeros(num_latents, dtype=torch.float64, device=device)
-
-    @torch.no_grad()
-    def update(self, sae: TopKSAE, head, fmap: torch.Tensor, labels: torch.Tensor, fmap_mean: torch.Tensor) -> None:
-        b, _, h, w = fmap.shape
-        x_tilde = sae.standardize(fmap_to_tokens(fmap))
-        out = sae(x_tilde)
-        self.fvu.update(x_tilde, out.x_hat)
-        on = out.latent_acts > 0
-        self.fired.index_add_(0, out.latent_indices[on], torch.ones_like(out.latent_acts[on], dtype=torch.float64))
-        logits = head(fmap)
-        spliced = head(tokens_to_fmap(sae.unstandardize(out.x_hat), b, h, w))
-        ablated = head(fmap_mean.view(1, -1, 1, 1).expand_as(fmap))
-        kl = F.kl_div(spliced.log_softmax(-1), logits.log_softmax(-1), log_target=True, reduction="sum")
-        self.sums += torch.stack(
-            [
-                torch.tensor(float(len(x_tilde)), device=self.sums.device),
-                on.sum().double(),
-                torch.tensor(float(b), device=self.sums.device),
-                (logits.argmax(-1) == labels).sum().double(),
-                (spliced.argmax(-1) == labels).sum().double(),
-                (ablated.argmax(-1) == labels).sum().double(),
-                kl.double(),
-            ]
-        )
-
-    def compute(self) -> dict[str, float]:
-        self.fvu.load_state(all_reduce_sum(self.fvu.state()))
-        sums, fired = all_reduce_sum(self.sums), all_reduce_sum(self.fired)
-        tokens, l0, images, orig, spliced, ablated, kl = sums.tolist()
-        orig, spliced, ablated = orig / images, spliced / images, ablated / images
-        gap = orig - ablated
-        return {
-            "fvu": float(self.fvu.compute()),
-            "l0": l0 / tokens,
-            "dead_frac": float((fired == 0).double().mean()),
-            "acc_orig": orig,
-            "acc_spliced": spliced,
-            "acc_mean_ablated": ablated,
-            "acc_recovered": (spliced - ablated) / gap if abs(gap) > 1e-12 else float("nan"),
-            "kl": kl / images,
-        }
+DEAD_LATENTS_KEY = "dead_latents"
+"""Where a checkpoint keeps the dead-latent tracker's state."""
 
 
 class SaeModule(L.LightningModule):
@@ -115,6 +57,8 @@ class SaeModule(L.LightningModule):
         self.save_hyperparameters()
         self.sae: TopKSAE | None = None
         self._classifier = None  # LoadedClassifier; not a submodule, so never saved in SAE checkpoints
+        # Dead-latent bookkeeping, checkpointed (on_save_checkpoint) so a resumed run keeps counting where it stopped.
+        self.dead_latents = DeadLatentTracker(num_latents, dead_window_tokens)
         if d_in is not None:
             self._build(d_in)
 
@@ -122,10 +66,10 @@ class SaeModule(L.LightningModule):
         hp = self.hparams
         cfg = SaeConfig(d_in, hp.num_latents, hp.k, hp.k_aux, hp.auxk_coef, hp.dead_window_tokens, hp.sparse_decode)
         self.sae = TopKSAE(cfg)
-        # Dead-latent bookkeeping, checkpointed so a resumed run keeps counting where it stopped.
-        self.register_buffer("tokens_since_fired", torch.zeros(hp.num_latents, dtype=torch.long))
-        self.register_buffer("usage_ema", torch.full((hp.num_latents,), 1.0 / hp.num_latents))
         self.register_buffer("fmap_mean", torch.zeros(d_in))
+        # One instance per split: their sums are reduced over ranks at the end of the epoch.
+        self.val_metrics = SpliceMetrics(d_in, hp.num_latents)
+        self.test_metrics = SpliceMetrics(d_in, hp.num_latents)
 
     # ----------------------------------------------------------------- setup
     def setup(self, stage: str) -> None:
@@ -137,6 +81,8 @@ class SaeModule(L.LightningModule):
             self.hparams.d_in = dm.d_in
             self._build(dm.d_in)
             self.sae.to(self.device)
+            self.val_metrics.to(self.device)
+            self.test_metrics.to(self.device)
             fresh = True
         elif self.hparams.d_in != dm.d_in:
             raise ValueError(f"this SAE takes {self.hparams.d_in}-dim tokens but the data gives {dm.d_in}")
@@ -151,37 +97,25 @@ class SaeModule(L.LightningModule):
             self.fmap_mean.copy_(dm.token_mean)
             self.sae.init_b_dec(self.sae.standardize(dm.sample_tokens().to(self.device)))
         dm.classifier.net.to(self.device)
+        self.dead_latents.to(self.device)
 
     @property
     def classifier(self):
         return self._classifier
 
     # ----------------------------------------------------------------- training
-    def dead_mask(self) -> torch.Tensor:
-        return self.tokens_since_fired >= self.hparams.dead_window_tokens
-
     def training_step(self, batch: torch.Tensor, batch_idx: int):
         x_tilde = self.sae.standardize(batch)
-        dead = self.dead_mask()
+        dead = self.dead_latents.compute()
         out = self.sae(x_tilde, dead_mask=dead if dead.any() else None)
         loss = out.fvu + self.hparams.auxk_coef * out.auxk_loss
-        self._track_usage(out.latent_acts, out.latent_indices, len(batch))
+        self.dead_latents.update(out.latent_acts, out.latent_indices)
         self.log_dict(
             {"train/loss": loss, "train/fvu": out.fvu, "train/auxk_loss": out.auxk_loss,
              "train/dead_frac": dead.float().mean()},
             prog_bar=True, batch_size=len(batch),
         )  # fmt: skip
         return loss
-
-    @torch.no_grad()
-    def _track_usage(self, acts: torch.Tensor, indices: torch.Tensor, n_tokens: int) -> None:
-        hits = torch.zeros(self.hparams.num_latents, device=acts.device)
-        hits.index_add_(0, indices[acts > 0], torch.ones_like(acts[acts > 0]))
-        counts = all_reduce_sum(torch.cat([hits, hits.new_tensor([n_tokens])]))
-        hits, total = counts[:-1], counts[-1]
-        self.tokens_since_fired += int(total)
-        self.tokens_since_fired[hits > 0] = 0
-        self.usage_ema.mul_(0.99).add_(0.01 * hits / total)
 
     def on_after_backward(self) -> None:
         self.sae.remove_gradient_parallel_to_decoder_directions()
@@ -190,11 +124,11 @@ class SaeModule(L.LightningModule):
         self.sae.set_decoder_norm_to_unit_norm()
         every = self.hparams.resample_every
         if every and (self.global_step % every == 0) and self.global_step > 0:
-            dead = self.sae.resample_dead(self.sae.standardize(batch), self.usage_ema, self.hparams.resample_threshold)
+            usage = self.dead_latents.usage_ema
+            dead = self.sae.resample_dead(self.sae.standardize(batch), usage, self.hparams.resample_threshold)
             if len(dead):
                 self._reset_optimizer_rows(dead)
-                self.usage_ema[dead] = 1.0 / self.hparams.num_latents
-                self.tokens_since_fired[dead] = 0
+                self.dead_latents.reset(dead)
                 if dist.is_available() and dist.is_initialized():  # every rank must hold the same weights
                     for p in (self.sae.W_enc, self.sae.W_dec, self.sae.b_enc):
                         dist.broadcast(p.data, 0)
@@ -207,29 +141,48 @@ class SaeModule(L.LightningModule):
                     v[rows] = 0
 
     # ----------------------------------------------------------------- validation
-    def on_validation_epoch_start(self) -> None:
-        self.evaluator = SpliceEvaluator(self.hparams.d_in, self.hparams.num_latents, self.device)
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        if batch is None:
+    def splice_step(self, batch, metrics: SpliceMetrics) -> None:
+        """Adds a batch of images to a split's metrics: FVU, L0, fired latents, spliced accuracy."""
+        if batch is None:  # every image of the batch was corrupt (and reported)
             return
         net = self.classifier.net
-        self.evaluator.update(self.sae, net.head, net.features(batch["image"]), batch["label"], self.fmap_mean)
+        metrics.update(self.sae, net.head, net.features(batch["image"]), batch["label"], self.fmap_mean)
+
+    def log_split(self, split: str, metrics: SpliceMetrics) -> dict[str, float]:
+        figures = metrics.compute()  # reduced over ranks: every rank logs the same figures
+        metrics.reset()
+        self.log_dict({f"{split}/{k}": v for k, v in figures.items()}, prog_bar=False)
+        return figures
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_metrics.reset()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self.splice_step(batch, self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
-        figures = self.evaluator.compute()
-        self.log_dict({f"val/{k}": v for k, v in figures.items()}, prog_bar=False)
-        self.last_val = figures
+        self.last_val = self.log_split("val", self.val_metrics)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_metrics.reset()
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self.validation_step(batch, batch_idx)
-
-    on_test_epoch_start = on_validation_epoch_start
+        self.splice_step(batch, self.test_metrics)
 
     def on_test_epoch_end(self) -> None:
-        figures = self.evaluator.compute()
-        self.log_dict({f"test/{k}": v for k, v in figures.items()})
-        self.last_test = figures
+        self.last_test = self.log_split("test", self.test_metrics)
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[DEAD_LATENTS_KEY] = self.dead_latents.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get(DEAD_LATENTS_KEY)
+        # Checkpoints written before the tracker kept its counters as module buffers.
+        legacy = {k: checkpoint["state_dict"].pop(k) for k in ("tokens_since_fired", "usage_ema")
+                  if k in checkpoint.get("state_dict", {})}  # fmt: skip
+        if state is not None or legacy:
+            self.dead_latents.load_state_dict(state if state is not None else legacy)
 
     # ----------------------------------------------------------------- optimisation & export
     def configure_optimizers(self):

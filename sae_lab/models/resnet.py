@@ -28,8 +28,10 @@ class SketchResNet(nn.Module):
     """ResNet-18 for 1-channel sketches, split at `layer` so an SAE can sit between the halves.
 
     Contract: ``features(x)`` → (B, C, H, W) at the explained layer; ``head(fmap)`` → logits (the
-    remaining layers, global average pool and the linear classifier); ``forward = head ∘ features``.
-    With ``layer="layer4"`` the head is exactly pool + linear, which per-image explanations need.
+    remaining layers, global average pool and the linear :attr:`classifier`); ``forward = head ∘ features``.
+    With ``layer="layer4"`` the head is exactly pool + linear (:attr:`head_is_linear`), which per-image
+    explanations need; :meth:`logit_weights` gives that linear map. Callers use these accessors, never the
+    submodules (``fc``, ``rest``: their names are the checkpoint's keys).
 
     Args:
         num_classes: output classes.
@@ -99,9 +101,25 @@ class SketchResNet(nn.Module):
         """(B, 1, S, S) ink images → (B, C, H, W) map at the explained layer."""
         return self.body(self.stem(x))
 
-    def head(self, fmap: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) map → (B, num_classes) logits."""
-        return self.fc(torch.flatten(self.rest(fmap).mean(dim=(2, 3)), 1))
+    @property
+    def classifier(self) -> nn.Linear:
+        """The final linear layer: pooled features (B, 512) → (B, num_classes) logits."""
+        return self.fc
+
+    @property
+    def head_is_linear(self) -> bool:
+        """True when the head is global average pool + :attr:`classifier` alone (the explained layer is layer4)."""
+        return len(self.rest) == 0
+
+    def logit_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W, b) of the final linear layer: W (num_classes, 512), b (num_classes,); logits = W·pooled + b."""
+        return self.fc.weight, self.fc.bias
+
+    def head(self, fmap: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(B, C, H, W) map → (B, num_classes) logits, or with ``pre_logits`` the pooled (B, 512) vector the
+        linear layer reads (timm's ``forward_head(x, pre_logits=True)``)."""
+        pooled = torch.flatten(self.rest(fmap).mean(dim=(2, 3)), 1)
+        return pooled if pre_logits else self.fc(pooled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -63,7 +63,7 @@ def analyse(
     match_auc: float = MATCH_AUC,
 ) -> Analysis:
     """Statistics, knockout (measured on the kept exemplar feature maps), class ranking and ground truth."""
-    lens = logit_lens(sae.W_dec.detach(), sae.sigma, net.fc.weight.detach()).cpu()
+    lens = logit_lens(sae.W_dec.detach(), sae.sigma, net.classifier.weight.detach()).cpu()
     result = sp.stats.compute(lens)
     m, c = result.pmi.shape
     dead = sp.topk_token_fire == 0

@@ -20,7 +20,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from sae_lab.data.export import pool_masks_any
-from sae_lab.data.tokens import fmap_to_tokens, rank_and_world
+from sae_lab.data.tokens import rank_and_world
+from sae_lab.models.tokens import fmap_to_tokens
 from sae_lab.stats import LatentStats, gather_latent_stats
 
 _ROWS_IN_RAM = 2 << 30

@@ -17,6 +17,8 @@ from typing import NamedTuple, Protocol
 import torch
 from torch import Tensor
 
+from sae_lab.models.tokens import fmap_to_tokens, tokens_to_fmap
+
 
 class SaeLike(Protocol):
     """What the knockout needs from an SAE (``sae_lab.models.sae.TopKSAE`` fits)."""
@@ -33,17 +35,6 @@ class SaeLike(Protocol):
     def encode(self, x_tilde: Tensor) -> tuple[Tensor, Tensor]: ...
 
     def decode(self, latent_acts: Tensor, latent_indices: Tensor) -> Tensor: ...
-
-
-def fmap_to_tokens(fmap: Tensor) -> Tensor:
-    """(B, C, H, W) map → (B·H·W, C) tokens (row-major over H, W)."""
-    return fmap.permute(0, 2, 3, 1).reshape(-1, fmap.shape[1])
-
-
-def tokens_to_fmap(tokens: Tensor, shape: Sequence[int]) -> Tensor:
-    """(B·H·W, C) tokens → (B, C, H, W) map; ``shape`` is (B, C, H, W)."""
-    b, c, h, w = shape
-    return tokens.reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 
 def logit_lens(W_dec: Tensor, sigma: Tensor, W_out: Tensor) -> Tensor:

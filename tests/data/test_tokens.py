@@ -20,13 +20,6 @@ def all_tokens(dataset) -> torch.Tensor:
     return torch.cat(list(dataset))
 
 
-def test_fmap_tokens_round_trip():
-    fmap = torch.randn(3, 5, 2, 4)
-    tokens = tok.fmap_to_tokens(fmap)
-    assert tokens.shape == (24, 5) and torch.equal(tokens[4 + 1], fmap[0, :, 1, 1])
-    assert torch.equal(tok.tokens_to_fmap(tokens, 3, 2, 4), fmap)
-
-
 def test_cached_and_live_sources_give_the_same_tokens(cache, classifier_ckpt):
     clf = load_classifier(classifier_ckpt)
     dm = tok.image_datamodule(clf.data_hparams, None, 16, 0)

@@ -56,7 +56,7 @@ class RecordSaeState(L.Callback):
         states = [opt.state[p] for p in opt.param_groups[0]["params"]]
         record = {
             "global_step": trainer.global_step,
-            "tokens_since_fired": pl_module.tokens_since_fired.tolist(),
+            "tokens_since_fired": pl_module.dead_latents.tokens_since_fired.tolist(),
             "adam_step": [float(s["step"]) if s else 0.0 for s in states],
             "exp_avg_norm": [float(s["exp_avg"].norm()) if s else 0.0 for s in states],
         }

@@ -9,49 +9,13 @@ import torch
 import yaml
 
 from sae_lab.data.token_datamodule import FeatureTokenDataModule
-from sae_lab.data.tokens import fmap_to_tokens
-from sae_lab.lit.sae_module import SaeModule, SpliceEvaluator
+from sae_lab.lit.sae_module import DEAD_LATENTS_KEY, SaeModule
 from sae_lab.models.sae import TopKSAE
+from sae_lab.models.tokens import fmap_to_tokens
 from tests.helpers.common import REPO
 
 NUM_LATENTS = 64
 K = 4
-
-
-class IdentitySae:
-    """Stands in for an SAE that reconstructs perfectly (or predicts the mean, with `mean=True`)."""
-
-    def __init__(self, mean: bool = False):
-        self.mean = mean
-
-    def standardize(self, x):
-        return x
-
-    def unstandardize(self, x):
-        return x
-
-    def __call__(self, x):
-        from types import SimpleNamespace
-
-        x_hat = x.mean(0, keepdim=True).expand_as(x) if self.mean else x
-        return SimpleNamespace(
-            x_hat=x_hat, latent_acts=torch.ones(len(x), 2), latent_indices=torch.zeros(len(x), 2).long()
-        )
-
-
-def test_evaluator_gives_fvu_0_and_full_recovery_for_a_perfect_sae():
-    torch.manual_seed(0)
-    head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(6, 3))
-    fmap, labels = torch.randn(10, 6, 2, 2), torch.randint(0, 3, (10,))
-    ev = SpliceEvaluator(6, 4, torch.device("cpu"))
-    ev.update(IdentitySae(), head, fmap, labels, fmap_mean=torch.zeros(6))
-    figures = ev.compute()
-    assert figures["fvu"] == pytest.approx(0.0, abs=1e-12)
-    assert figures["acc_spliced"] == figures["acc_orig"] and figures["kl"] == pytest.approx(0.0, abs=1e-6)
-    assert figures["dead_frac"] == 0.75  # only latent 0 fired
-    mean = SpliceEvaluator(6, 4, torch.device("cpu"))
-    mean.update(IdentitySae(mean=True), head, fmap, labels, fmap_mean=torch.zeros(6))
-    assert mean.compute()["fvu"] == pytest.approx(1.0)
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +63,34 @@ def test_export_round_trips_and_validation_fvu_is_over_the_whole_split(trained):
     )
 
 
+def test_test_split_has_its_own_metrics_and_keys(trained):
+    trainer, module, dm, _ = trained
+    val = dict(module.last_val)
+    trainer.test(module, datamodule=dm, verbose=False)
+    for key in ("fvu", "l0", "dead_frac", "acc_orig", "acc_spliced", "acc_mean_ablated", "acc_recovered", "kl"):
+        assert f"test/{key}" in trainer.callback_metrics, key
+    assert module.last_val == val and 0.0 <= module.last_test["fvu"] < 1.0
+    assert module.test_metrics is not module.val_metrics
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_checkpoint_restores_the_dead_latent_counters(trained, tmp_path, legacy):
+    trainer, module, _, _ = trained
+    path = tmp_path / "sae.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    counters = ckpt[DEAD_LATENTS_KEY]
+    assert torch.equal(counters["tokens_since_fired"], module.dead_latents.tokens_since_fired.cpu())
+    assert counters["tokens_since_fired"].max() > 0
+    if legacy:  # written before the tracker: the counters were module buffers
+        ckpt["state_dict"].update(ckpt.pop(DEAD_LATENTS_KEY))
+        torch.save(ckpt, path)
+    restored = SaeModule.load_from_checkpoint(path, weights_only=True)
+    assert torch.equal(restored.dead_latents.tokens_since_fired, counters["tokens_since_fired"])
+    assert torch.equal(restored.dead_latents.usage_ema, counters["usage_ema"])
+    assert torch.equal(restored.sae.W_dec, module.sae.W_dec.cpu())
+
+
 def sae_config(tmp_path: Path, classifier_ckpt: Path, callbacks: list, **trainer) -> Path:
     cfg = yaml.safe_load((REPO / "configs/quickstart/sae.yaml").read_text())
     cfg.update(name="sae", checkpoint_root=str(tmp_path / "checkpoints"))
@@ -129,7 +121,7 @@ def test_killed_sae_training_resumes_step_dead_counters_and_optimizer(tmp_path, 
     assert r.returncode == 0, r.stderr[-3000:]
     start = json.loads(record.read_text())
     assert start["global_step"] == 3
-    assert start["tokens_since_fired"] == ckpt["state_dict"]["tokens_since_fired"].tolist()
+    assert start["tokens_since_fired"] == ckpt[DEAD_LATENTS_KEY]["tokens_since_fired"].tolist()
     assert max(start["tokens_since_fired"]) > 0  # counters were running, and were not reset
     saved = ckpt["optimizer_states"][0]["state"]
     assert start["adam_step"] == [float(saved[i]["step"]) for i in range(4)] == [3.0] * 4

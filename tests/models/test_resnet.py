@@ -25,7 +25,25 @@ def test_head_of_features_is_forward(stem_stride, maxpool, last_stride, layer, g
 def test_head_on_layer4_is_pool_then_linear():
     net = SketchResNet(NUM_CLASSES).eval()
     fmap = torch.rand(2, 512, 4, 4)
-    assert torch.allclose(net.head(fmap), fmap.mean((2, 3)) @ net.fc.weight.T + net.fc.bias, atol=1e-5)
+    assert net.head_is_linear
+    w, b = net.logit_weights()
+    assert w.shape == (NUM_CLASSES, 512) and b.shape == (NUM_CLASSES,)
+    assert w is net.classifier.weight and b is net.classifier.bias
+    assert torch.allclose(net.head(fmap), fmap.mean((2, 3)) @ w.T + b, atol=1e-5)
+    assert torch.allclose(net.head(fmap, pre_logits=True), fmap.mean((2, 3)), atol=1e-6)
+
+
+def test_pre_logits_of_an_earlier_layer_feed_the_classifier():
+    net = SketchResNet(NUM_CLASSES, layer="layer3").eval()
+    fmap = net.features(torch.rand(2, 1, 64, 64))
+    pooled = net.head(fmap, pre_logits=True)
+    assert not net.head_is_linear and pooled.shape == (2, 512)
+    assert torch.allclose(net.classifier(pooled), net.head(fmap), atol=1e-6)
+
+
+def test_checkpoint_keys_keep_their_names():
+    keys = SketchResNet(NUM_CLASSES, layer="layer3").state_dict()
+    assert "fc.weight" in keys and "rest.0.0.conv1.weight" in keys  # classifiers trained before still load
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
@@ -38,7 +56,7 @@ def test_pretrained_rgb_weights_become_a_one_channel_stem(tmp_path, suffix):
     assert net.stem[0].weight.shape == (64, 1, 7, 7)
     assert torch.allclose(net.stem[0].weight, rgb.conv1.weight.mean(1, keepdim=True))
     assert torch.equal(net.body[0][0].conv1.weight, rgb.layer1[0].conv1.weight)
-    assert net.fc.out_features == NUM_CLASSES  # the 1000-class head is not forced on us
+    assert net.classifier.out_features == NUM_CLASSES  # the 1000-class head is not forced on us
 
 
 def test_pretrained_file_of_another_model_is_refused(tmp_path):

@@ -3,10 +3,9 @@ import json
 import pytest
 import torch
 
-import sae_lab.models.sae as sae_module
+import sae_lab.models.sparse_kernels as kernels
 from sae_lab.models.sae import (
     ForwardOutput,
-    FvuAccumulator,
     SaeConfig,
     TopKSAE,
     fraction_of_variance_unexplained,
@@ -71,36 +70,6 @@ def test_fvu_reference_points():
     assert fraction_of_variance_unexplained(x, x + 0.1).item() > 0.0
 
 
-def test_fvu_accumulator_chunks_and_merge():
-    x, x_hat = tokens(seed=2), tokens(seed=3)
-    one_shot = fraction_of_variance_unexplained(x.double(), x_hat.double())
-    chunked = FvuAccumulator(D_IN)
-    for xs, hs in zip(x.split(17), x_hat.split(17)):
-        chunked.update(xs, hs)
-    assert chunked.compute().dtype == torch.float64
-    assert chunked.compute().item() == pytest.approx(one_shot.item(), rel=1e-10)
-
-    left, right = FvuAccumulator(D_IN), FvuAccumulator(D_IN)
-    left.update(x[:40], x_hat[:40])
-    right.update(x[40:], x_hat[40:])
-    left.merge(right)
-    assert left.compute().item() == pytest.approx(one_shot.item(), rel=1e-10)
-
-    # The packed state is what ranks all-reduce: summing two states equals one accumulator over all data.
-    a, b, reduced = FvuAccumulator(D_IN), FvuAccumulator(D_IN), FvuAccumulator(D_IN)
-    a.update(x[:50], x_hat[:50])
-    b.update(x[50:], x_hat[50:])
-    reduced.load_state(a.state() + b.state())
-    assert reduced.compute().item() == pytest.approx(one_shot.item(), rel=1e-10)
-
-    mean_pred = FvuAccumulator(D_IN)
-    mean_pred.update(x, x.mean(0).expand_as(x))
-    assert mean_pred.compute().item() == pytest.approx(1.0, abs=1e-9)
-    mean_pred.reset()
-    mean_pred.update(x, x)
-    assert mean_pred.compute().item() == 0.0
-
-
 def test_init_encoder_is_decoder_transpose_with_unit_rows():
     sae = make_sae()
     torch.testing.assert_close(sae.W_enc, sae.W_dec)
@@ -140,7 +109,7 @@ def test_standardization_round_trip():
 @pytest.mark.parametrize("with_dead, chunked", [(False, False), (True, False), (True, True)])
 def test_sparse_matches_dense_outputs_and_all_grads(with_dead, chunked, monkeypatch):
     if chunked:  # several encoder row chunks, the last one partial
-        monkeypatch.setattr(sae_module, "_CHUNK_ELEMENTS", NUM_LATENTS * 40)
+        monkeypatch.setattr(kernels, "_CHUNK_ELEMENTS", NUM_LATENTS * 40)
     sparse, dense = perturb(make_sae(True)).double(), make_sae(False).double()
     dense.load_state_dict(sparse.state_dict())
     dead_mask = torch.zeros(NUM_LATENTS, dtype=torch.bool)
@@ -177,9 +146,9 @@ def test_sparse_matches_dense_input_grad_and_few_dead():
 def test_gather_dot_fallback_matches_kernel(monkeypatch):
     grad_out, table = torch.randn(N, D_IN), torch.randn(NUM_LATENTS, D_IN)
     indices = torch.randint(0, NUM_LATENTS, (N, K))
-    expected = sae_module._gather_dot(grad_out, table, indices)
-    monkeypatch.setattr(sae_module, "_PSW_BACKWARD", None)
-    torch.testing.assert_close(sae_module._gather_dot(grad_out, table, indices), expected)
+    expected = kernels._gather_dot(grad_out, table, indices)
+    monkeypatch.setattr(kernels, "_PSW_BACKWARD", None)
+    torch.testing.assert_close(kernels._gather_dot(grad_out, table, indices), expected)
     torch.testing.assert_close(expected, torch.einsum("nc,nkc->nk", grad_out, table[indices]))
 
 

@@ -127,6 +127,8 @@ class CornerNet(torch.nn.Module):
     def head(self, fmap):
         return self.fc(fmap.mean((2, 3)))
 
+    classifier = property(lambda self: self.fc)  # SketchResNet's accessor of the final linear layer
+
 
 def corner_world(n: int = 48, seed: int = 0) -> list[dict]:
     """Images with faint noise everywhere; half have a block in the top-left quadrant (primitive 0, class 1),

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from sae_lab.models.tokens import fmap_to_tokens
 from sae_lab.stats import (
     LatentStats,
     class_scores,
@@ -16,7 +17,6 @@ from sae_lab.stats import (
     rank_classes,
     zscore,
 )
-from sae_lab.stats.knockout import fmap_to_tokens, tokens_to_fmap
 
 D_IN = 8
 NUM_LATENTS = 16
@@ -119,14 +119,6 @@ def test_pearson_matches_numpy():
     x, y = torch.randn(20, generator=g), torch.randn(20, generator=g)
     assert pearson(x, y) == pytest.approx(np.corrcoef(x.numpy(), y.numpy())[0, 1])
     assert math.isnan(pearson(torch.ones(1), torch.ones(1)))
-
-
-def test_tokens_round_trip_through_the_feature_map():
-    fmap = feature_maps()
-    tokens = fmap_to_tokens(fmap)
-    assert tokens.shape == (B * H * W, D_IN)
-    assert torch.equal(tokens[H * W + W + 2], fmap[1, :, 1, 2])
-    assert torch.equal(tokens_to_fmap(tokens, fmap.shape), fmap)
 
 
 def statistics(sae, fmap):
