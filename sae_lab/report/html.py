@@ -17,7 +17,7 @@ from typing import Any
 from markupsafe import Markup
 
 from sae_lab.report import views
-from sae_lab.report.pages import anchor, render
+from sae_lab.report.pages import render
 from sae_lab.run import (
     DEFAULT_PREFERENCE,
     RunFiles,
@@ -84,7 +84,6 @@ def render_index(run_dir: str | Path, extras_dir: str | Path | None = None) -> s
         preference=list(DEFAULT_PREFERENCE),
         evaluation=evaluation,
         chart_svg=_evaluation_chart(evaluation) if evaluation else "",
-        method_anchors={m: anchor("method", m) for m in order},
         page_data={"latents": latents},
     )
 
