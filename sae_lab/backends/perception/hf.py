@@ -20,8 +20,10 @@ from sae_lab.backends.perception.base import PerceptionBackend, check_concepts, 
 from sae_lab.backends.perception.cache import ShardedStore, cache_root, namespace
 from sae_lab.backends.perception.hub import HFModel, batches
 
-# model family -> (a, b) of P = sigmoid(a * (cos + b))
+SHARD_IMAGES = 2048
+"""Image embeddings per cache shard (one file write per shard)."""
 DEFAULT_AB: dict[str, tuple[float, float]] = {"siglip": (60.0, -0.09), "clip": (50.0, -0.25)}
+"""Model family -> (a, b) of P = sigmoid(a · (cos + b))."""
 
 
 def family(model_type: str) -> str:
@@ -111,12 +113,13 @@ class HFPerception(PerceptionBackend):
         found = self.image_store.get(keys)
         todo = {k: im for k, im in zip(keys, images) if k not in found}
         self.cache_hits += sum(k in found for k in keys)
-        if todo:
-            vectors = np.concatenate([self._embed_images(chunk) for chunk in batches(list(todo.values()),
-                                                                                   self.hf.batch_size)])  # fmt: skip
-            self.image_store.put(list(todo), vectors)
-            self.images_embedded += len(todo)
-            found.update(zip(todo, vectors))
+        # Stored a shard at a time, so a killed run keeps what it embedded.
+        for shard in batches(list(todo), max(SHARD_IMAGES, self.hf.batch_size)):
+            vectors = np.concatenate([self._embed_images([todo[k] for k in chunk])
+                                      for chunk in batches(shard, self.hf.batch_size)])  # fmt: skip
+            self.image_store.put(shard, vectors)
+            self.images_embedded += len(shard)
+            found.update(zip(shard, vectors))
         if not keys:
             return np.zeros((0, self.dim), np.float32)
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)

@@ -19,7 +19,7 @@ def model_dir(request, tiny_clip, tiny_siglip):
 
 
 def backend(path, cache_dir, **opts) -> HFPerception:
-    return make_perception(f"hf:{path}", cache_dir=cache_dir, device="cpu", batch_size=4, **opts)
+    return make_perception(f"hf:{path}", cache_dir=cache_dir, device="cpu", **{"batch_size": 4, **opts})
 
 
 def test_presence_shapes_range_and_family_defaults(model_dir, tmp_path):
@@ -54,6 +54,26 @@ def test_second_call_and_a_new_backend_hit_the_disk_cache(model_dir, tmp_path):
     other = backend(model_dir, tmp_path, template="a drawing of {concept}")  # other text: other namespace
     other.presence(images[:1], CONCEPTS)
     assert other.texts_embedded == 3 and other.images_embedded == 1
+
+
+def test_a_killed_run_keeps_the_shards_it_wrote(tiny_clip, tmp_path, monkeypatch):
+    monkeypatch.setattr("sae_lab.backends.perception.hf.SHARD_IMAGES", 2)
+    images = probe_images(5)
+    vlm = backend(tiny_clip, tmp_path, batch_size=1)
+    embed_images = vlm._embed_images
+
+    def dies_on_the_fifth(chunk):
+        if chunk[0] is images[4]:
+            raise KeyboardInterrupt
+        return embed_images(chunk)
+
+    monkeypatch.setattr(vlm, "_embed_images", dies_on_the_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        vlm.embed(images)
+    assert len(list((vlm.image_store.folder).glob("*.npz"))) == 2
+    resumed = backend(tiny_clip, tmp_path)
+    resumed.embed(images)
+    assert (resumed.cache_hits, resumed.images_embedded) == (4, 1)
 
 
 def test_calibrated_values_change_presence_not_embeddings(tiny_siglip, tmp_path):
