@@ -54,7 +54,7 @@ class CacheTokensSettings:
 
 
 def run_cache_tokens(s: CacheTokensSettings) -> int:
-    from sae_lab.data.tokens import read_manifest, write_token_cache
+    from sae_lab.data.token_cache import read_manifest, write_token_cache
 
     write_token_cache(s.classifier, s.out_dir, s.split_names, s.data, s.batch_size, s.shard_images, s.dtype,
                       s.device, s.overwrite, progress=s.progress)  # fmt: skip

@@ -7,15 +7,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from sae_lab.data.tokens import (
-    CachedTokens,
-    LiveTokens,
-    TokenMoments,
-    image_datamodule,
-    read_manifest,
-    token_loader,
-    write_token_cache,
-)
+from sae_lab.data.token_cache import CachedTokens, read_manifest, write_token_cache
+from sae_lab.data.tokens import LiveTokens, TokenMoments, image_datamodule, token_loader
 from sae_lab.models.tokens import fmap_to_tokens
 
 
