@@ -7,11 +7,10 @@ this package does not import Lightning.
 
 from sae_lab.report.analysis import Analysis, analyse
 from sae_lab.report.html import render_index, write_index
-from sae_lab.report.inputs import check_pair, load_sae
 from sae_lab.report.pipeline import build_report, quickstart_block, run_report
 from sae_lab.report.settings import ReportSettings
 from sae_lab.report.stream import StatsPass, stream_statistics
-from sae_lab.report.writer import has_report
+from sae_lab.run import check_pair, load_sae
 
 __all__ = [
     "Analysis",
@@ -21,7 +20,6 @@ __all__ = [
     "analyse",
     "build_report",
     "check_pair",
-    "has_report",
     "load_sae",
     "quickstart_block",
     "render_index",

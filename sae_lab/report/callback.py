@@ -17,8 +17,8 @@ from typing import Any
 
 import lightning as L
 
-from sae_lab.report import writer
 from sae_lab.report.settings import ReportSettings
+from sae_lab.run.files import RunFiles
 
 
 class ReportCallback(L.Callback):
@@ -40,9 +40,9 @@ class ReportCallback(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Fail before training (and before the module's own setup), not after it.
-        if stage == "fit" and writer.has_report(self.run_dir) and not self.settings.overwrite:
+        if stage == "fit" and RunFiles(self.run_dir).has_report() and not self.settings.overwrite:
             raise FileExistsError(
-                f"{self.run_dir} already holds a report ({writer.NEURONS}); set overwrite: true on ReportCallback"
+                f"{self.run_dir} already holds a report (neurons.jsonl); set overwrite: true on ReportCallback"
             )
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

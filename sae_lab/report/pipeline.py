@@ -13,11 +13,15 @@ from typing import Any
 import torch
 
 from sae_lab.data.tokens import rank_and_world
-from sae_lab.report import writer
+from sae_lab.jsonable import to_jsonable
+from sae_lab.report import images, writer
 from sae_lab.report.analysis import Analysis, analyse, knockout_subset
-from sae_lab.report.inputs import check_pair, load_sae, open_split, resolve_classifier
-from sae_lab.report.settings import MATCH_AUC, ReportSettings
+from sae_lab.report.inputs import open_split
+from sae_lab.report.settings import ReportSettings
 from sae_lab.report.stream import StatsPass, rows_store, stream_statistics
+from sae_lab.run import GT_AUC, RunFiles, check_pair, load_run
+from sae_lab.run.files import NEURONS, REPORT
+from sae_lab.run.io import write_json, write_jsonl
 
 
 def build_report(
@@ -47,8 +51,8 @@ def build_report(
     """
     t0 = time.perf_counter()
     run_dir, s = Path(run_dir), settings or ReportSettings()
-    if writer.has_report(run_dir) and not s.overwrite:
-        raise FileExistsError(f"{run_dir} already holds a report ({writer.NEURONS}); pass --overwrite to replace it")
+    if RunFiles(run_dir).has_report() and not s.overwrite:
+        raise FileExistsError(f"{run_dir} already holds a report ({NEURONS}); pass --overwrite to replace it")
     check_pair(sae, clf, sae_dir)
     dm, dataset, split, primitive_names = open_split(clf, s.data, s.split, s.batch_size, roots or [Path.cwd()])
     net = clf.net.to(sae.device).eval()
@@ -86,11 +90,11 @@ def build_report(
             "seconds": round(t3 - t0, 2),
             "timings": {"pass": round(sp.seconds, 2), "analysis": round(t2 - t1, 2), "images": round(t3 - t2, 2)},
         }  # fmt: skip
-        report = writer.plain(writer.report_summary(analysis, primitive_names=primitive_names, match_auc=MATCH_AUC,
-                                                    **facts))  # fmt: skip
+        report = to_jsonable(writer.report_summary(analysis, primitive_names=primitive_names, match_auc=GT_AUC,
+                                                   **facts), 6, strict=False)  # fmt: skip
         records = writer.neuron_records(analysis, list(clf.class_names), primitive_names, files, sp.rows)
-        writer.write_jsonl(staging / writer.NEURONS, records)
-        writer.write_json(staging / writer.REPORT, report)
+        write_jsonl(staging / NEURONS, records, ndigits=6)
+        write_json(staging / REPORT, report, ndigits=6)
         from sae_lab.report.html import write_index
 
         write_index(staging, extras_dir=run_dir)
@@ -111,7 +115,7 @@ def _write_images(staging: Path, a: Analysis, sp: StatsPass, dataset, progress: 
     bar = tqdm(total=len(latents), desc="exemplars", unit="latent", disable=not progress, leave=False)
     load = getattr(dataset, "image", None) or (lambda pos: dataset[pos]["image"])  # the image alone when it can
     try:
-        return writer.write_exemplar_images(staging, latents, r.exemplar_ids, r.exemplar_z_max, r.exemplar_maps,
+        return images.write_exemplar_images(staging, latents, r.exemplar_ids, r.exemplar_z_max, r.exemplar_maps,
                                             sp.grid, load, bar.update)  # fmt: skip
     finally:
         bar.close()
@@ -151,14 +155,11 @@ def run_report(
     """
     t0 = time.perf_counter()
     run_dir, s = Path(run_dir), ReportSettings(**settings)
-    if writer.has_report(run_dir) and not s.overwrite:
-        raise FileExistsError(f"{run_dir} already holds a report ({writer.NEURONS}); pass --overwrite to replace it")
+    if RunFiles(run_dir).has_report() and not s.overwrite:
+        raise FileExistsError(f"{run_dir} already holds a report ({NEURONS}); pass --overwrite to replace it")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    sae = load_sae(sae_dir, device)
-    ckpt, roots = resolve_classifier(sae, Path(sae_dir), classifier)
-    from sae_lab.models.classifier_io import load_classifier
-
-    clf = load_classifier(ckpt)
+    loaded = load_run(None, sae_dir, classifier, device)
+    sae, clf, roots = loaded.sae, loaded.classifier, loaded.roots
     report = build_report(sae, clf, run_dir, s, sae_dir=sae_dir, roots=roots)
     block = quickstart_block(report)
     block["seconds"] = round(time.perf_counter() - t0, 1)

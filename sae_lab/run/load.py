@@ -119,6 +119,8 @@ def resolve_run(
         raise ValueError("give a run (e.g. reports/quickstart) or an SAE folder")
     looked = [str(c) for c in candidates]
     sae_dir = next((c for c in candidates if is_sae_dir(c)), None)
+    if sae_dir is None and sae is not None:
+        _check_sae_dir(Path(sae))
     if sae_dir is None:
         what = f"run {run_dir}" if run_dir is not None else "the given SAE"
         raise FileNotFoundError(
@@ -151,6 +153,12 @@ def load_sae(sae_dir: str | Path, device: torch.device | str = "cpu"):
     from sae_lab.models.sae import TopKSAE
 
     sae_dir = Path(sae_dir)
+    _check_sae_dir(sae_dir)
+    return TopKSAE.load_from_disk(sae_dir, device).eval().requires_grad_(False)
+
+
+def _check_sae_dir(sae_dir: Path) -> None:
+    """Raises FileNotFoundError naming what is missing when ``sae_dir`` is not an exported SAE."""
     if not sae_dir.is_dir():
         raise FileNotFoundError(
             f"SAE folder {sae_dir} does not exist (train one with `fit --config configs/quickstart/sae.yaml`)"
@@ -158,7 +166,6 @@ def load_sae(sae_dir: str | Path, device: torch.device | str = "cpu"):
     missing = [f for f in (SAE_CFG, SAE_WEIGHTS) if not (sae_dir / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{sae_dir} is not an exported SAE: it lacks {', '.join(missing)}")
-    return TopKSAE.load_from_disk(sae_dir, device).eval().requires_grad_(False)
 
 
 def check_pair(sae, clf, sae_dir: str | Path | None = None) -> None:

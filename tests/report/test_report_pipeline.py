@@ -15,15 +15,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sae_lab.data.export import pool_masks_any
+from sae_lab.jsonable import to_jsonable
 from sae_lab.models.classifier_io import load_classifier
 from sae_lab.models.sae import SaeConfig, TopKSAE
-from sae_lab.report import ReportSettings, html, pipeline, run_report, stream, writer
+from sae_lab.report import ReportSettings, html, images, pipeline, run_report, stream, writer
+from sae_lab.run.io import read_jsonl
 from sae_lab.stats import pool_masks
 from tests.helpers.common import IMAGE_SIZE
 
 NUM_LATENTS = 32
 K = 4
-NEURON_KEYS = {"id", "frequency", "image_frequency", "dense_frequency", "dense_image_frequency", "mean_act", "tau",
+NEURON_KEYS = {"latent", "schema", "frequency", "image_frequency", "dense_frequency", "dense_image_frequency", "mean_act", "tau",
                "n_on", "mean_on_zavg", "dead", "top_classes", "anti_classes", "monosemanticity", "exemplars", "sprite",
                "ground_truth", "stats_block"}  # fmt: skip
 CLASS_KEYS = {"class", "index", "S", "pmi", "delta", "delta_measured", "w", "n_on"}
@@ -63,18 +65,18 @@ def tiny(classifier_ckpt, tmp_path_factory):
 
 
 def read_report(run_dir: Path):
-    return writer.read_jsonl(run_dir / "neurons.jsonl"), json.loads((run_dir / "report.json").read_text())
+    return read_jsonl(run_dir / "neurons.jsonl"), json.loads((run_dir / "report.json").read_text())
 
 
 def test_report_is_complete_and_its_figures_consistent(tiny):
     neurons, report = read_report(tiny.run_dir)
-    assert [n["id"] for n in neurons] == list(range(NUM_LATENTS))
+    assert [n["latent"] for n in neurons] == list(range(NUM_LATENTS))
     assert not list(tiny.run_dir.parent.glob(".tiny.tmp-*")), "the staging folder was left behind"
     for n in neurons:
         assert NEURON_KEYS <= set(n), NEURON_KEYS - set(n)
         assert len(n["top_classes"]) == len(n["anti_classes"]) == writer.NUM_LISTED
         assert all(CLASS_KEYS <= set(c) for c in n["top_classes"] + n["anti_classes"])
-        assert n["stats_block"]["latent"] == n["id"] and n["stats_block"]["frequency"] == n["frequency"]
+        assert n["stats_block"]["latent"] == n["latent"] and n["stats_block"]["frequency"] == n["frequency"]
         assert n["dead"] == (n["frequency"] == 0)
         if n["dead"]:
             assert n["sprite"] is None and all(e["image"] is None for e in n["exemplars"])
@@ -84,14 +86,14 @@ def test_report_is_complete_and_its_figures_consistent(tiny):
         assert z == sorted(z, reverse=True) and len(z) <= 16
         for e in n["exemplars"]:
             with Image.open(tiny.run_dir / e["image"]) as img:
-                assert img.size == (writer.TILE, writer.TILE)
+                assert img.size == (images.TILE, images.TILE)
         gt = n["ground_truth"]
         assert gt is not None and len(gt["all"]) == 12 and gt["primitive"] in gt["all"]
     live = [n for n in neurons if not n["dead"]]
     assert live, "no live latent: the fixture SAE is broken"
     assert report["num_images"] == 36 and report["data"]["split"] == "test" and report["num_latents"] == NUM_LATENTS
     assert report["live_latents"] == len(live)
-    assert report["dead_latents"] == [n["id"] for n in neurons if n["dead"]]
+    assert report["dead_latents"] == [n["latent"] for n in neurons if n["dead"]]
     assert report["primitives_total"] == 12 == len(report["primitives"])
     assert report["primitives_recovered"] == sum(p["recovered"] for p in report["primitives"])
     matched = sum(n["ground_truth"]["image_auc"] >= 0.9 for n in live)
@@ -104,7 +106,7 @@ def test_report_is_complete_and_its_figures_consistent(tiny):
     for key in SUMMARY_KEYS - {"seconds"}:
         assert tiny.block[key] == report[key]
     page = (tiny.run_dir / "index.html").read_text()
-    assert "Neuron report" in page and '"neurons":[' in page
+    assert "Neuron report" in page and '{"latents":[{"latent":0,' in page
 
 
 # ------------------------------------------------------------------------------------------------ planted
@@ -179,7 +181,7 @@ def test_a_planted_latent_is_found_end_to_end(corner_inputs, tmp_path, monkeypat
         "exemplars", "index.html", "neurons.jsonl", "report.json", "sprites"
     ]  # fmt: skip
     neurons, on_disk = read_report(tmp_path / "run")
-    assert on_disk == json.loads(json.dumps(writer.plain(report)))
+    assert on_disk == json.loads(json.dumps(to_jsonable(report, 6, strict=False)))
     planted = neurons[0]
     assert planted["ground_truth"]["primitive"] == "corner"
     assert planted["ground_truth"]["image_auc"] == 1.0 and planted["ground_truth"]["token_auc"] == 1.0
@@ -203,7 +205,7 @@ def test_without_ground_truth_the_report_has_none(corner_inputs, tmp_path, monke
     report = pipeline.build_report(
         sae, clf, tmp_path / "run", ReportSettings(n_exemplars=4, knockout_latents=0, progress=False)
     )
-    neurons = writer.read_jsonl(tmp_path / "run" / "neurons.jsonl")
+    neurons = read_jsonl(tmp_path / "run" / "neurons.jsonl")
     assert all(n["ground_truth"] is None and n["stats_block"]["ground_truth"] is None for n in neurons)
     assert report["primitives_total"] is None and report["primitives"] is None and report["latents_matched"] is None
     assert report["knockout"] == {"corr": None, "corr_dataset": None, "pairs": 0, "latents": 0}
@@ -267,7 +269,7 @@ def test_an_existing_report_is_kept_unless_overwrite_and_other_files_survive(tin
     run_report(tiny.sae_dir, run_dir, overwrite=True, progress=False)
     assert (run_dir / "summary.json").read_text() == '{"classifier": {}}'
     assert "zebra stripes" in (run_dir / "index.html").read_text()  # the page shows labels already there
-    assert len(writer.read_jsonl(run_dir / "neurons.jsonl")) == NUM_LATENTS
+    assert len(read_jsonl(run_dir / "neurons.jsonl")) == NUM_LATENTS
 
 
 def test_sae_and_classifier_that_do_not_belong_together(classifier_ckpt, tmp_path):
@@ -306,7 +308,7 @@ def test_a_crash_while_writing_leaves_no_report(tiny, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(writer, "write_jsonl", boom)
+    monkeypatch.setattr(pipeline, "write_jsonl", boom)
     with pytest.raises(RuntimeError, match="disk on fire"):
         run_report(tiny.sae_dir, tmp_path / "fresh", progress=False)
     assert not (tmp_path / "fresh").exists()
