@@ -2,44 +2,33 @@
 
 Generic over the registry of :mod:`sae_lab.explainers.base`: each method's options are the fields of its
 ``EXPLAINER.settings`` dataclass, and its ``run`` returns the ``summary.json`` block, printed as one JSON line
-(exit code 1 when the block counts ``failed`` latents: a re-run retries them). A method package that does not
-expose ``EXPLAINER`` yet runs its earlier argparse command (``line``).
+(exit code 1 when the block counts ``failed`` latents: a re-run retries them).
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from sae_lab.commands.framework import ArgparseCommand, SettingsCommand, print_block
-from sae_lab.commands.line import add_arguments, image_options  # noqa: F401 -- transitional: LINE's tests import them here
+from sae_lab.commands.framework import SettingsCommand, print_block
 
 HELP = "explain latents with one method (labels, line, le, dnd, patches) → reports/<run>/explanations/<method>.jsonl"
 PROG = "python -m sae_lab explain"
 DEFAULT_METHOD = "line"
 """What ``explain --run …`` without a method runs: ``explain`` was LINE's command before there were methods."""
-# Transitional: the argparse commands of methods whose package has no EXPLAINER yet.
-LEGACY = {
-    "line": ArgparseCommand(
-        "sae_lab.commands.line", "LINE: LLM ⇄ text-to-image loop naming SAE latents", prog=f"{PROG} line"
-    ),  # fmt: skip
-}
 
 
-def find_explainer(name: str) -> Any | None:
-    """The method's ``EXPLAINER``; None when its package exists but does not expose one yet.
+def find_explainer(name: str) -> Any:
+    """The method's ``EXPLAINER``.
 
     Raises:
         ValueError: an unknown method (naming the known ones).
     """
-    from sae_lab.explainers.base import EXPLAINERS, available, get_explainer
+    from sae_lab.explainers.base import get_explainer
 
-    if name in available() and not hasattr(importlib.import_module(EXPLAINERS[name]), "EXPLAINER"):
-        return None
     return get_explainer(name)
 
 
@@ -50,13 +39,9 @@ def run_method(explainer: Any, settings: Any) -> int:
     return 1 if block.get("failed") else 0
 
 
-def method_command(name: str) -> SettingsCommand | ArgparseCommand:
-    """``explain NAME``'s command: from the method's settings, or its earlier argparse command."""
+def method_command(name: str) -> SettingsCommand:
+    """``explain NAME``'s command, from the method's settings."""
     explainer = find_explainer(name)
-    if explainer is None:
-        if name not in LEGACY:
-            raise ValueError(f"{name}: its package does not expose EXPLAINER")
-        return LEGACY[name]
     return SettingsCommand(explainer.help, explainer.settings, partial(run_method, explainer), prog=f"{PROG} {name}")
 
 

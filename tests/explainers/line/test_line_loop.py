@@ -236,24 +236,15 @@ def test_kill_and_resume_gives_the_uninterrupted_result(sae_dir, tmp_path, capsy
 
 
 def test_cli_options_reach_the_image_backend():
-    import argparse
+    from sae_lab.commands import COMMANDS
 
-    from sae_lab.commands.explain import add_arguments, image_options
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    base = ["--run", "r", "--latents", "0-3"]
-    args = parser.parse_args([*base, "--images", "diffusers:x", "--steps", "4", "--guidance", "2.5", "--width", "256"])
-    opts = image_options(args)
-    assert (opts["steps"], opts["guidance"], opts["width"], opts["height"], opts["device"]) == (
-        4,
-        2.5,
-        256,
-        None,
-        "auto",
-    )
-    assert image_options(parser.parse_args([*base, "--images", "replicate:a/b", "--steps", "2"])) == {
+    command = COMMANDS["explain"]
+    base = ["line", "--run", "r", "--latents", "0-3"]
+    settings = command.parse([*base, "--images", "diffusers:x", "--steps", "4", "--guidance", "2.5", "--width", "256"])
+    opts = settings.image_options()
+    assert (opts["steps"], opts["guidance"], opts["width"], opts["height"], opts["device"]) == (4, 2.5, 256, None, "auto")
+    assert command.parse([*base, "--images", "replicate:a/b", "--steps", "2"]).image_options() == {
         "steps": 2,
         "guidance": None,
     }
-    assert image_options(parser.parse_args(base)) == {}
+    assert command.parse(base).image_options() == {}
