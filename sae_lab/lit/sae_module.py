@@ -97,13 +97,16 @@ class SaeModule(L.LightningModule):
             self.fmap_mean.copy_(dm.token_mean)
             self.sae.init_b_dec(self.sae.standardize(dm.sample_tokens().to(self.device)))
         dm.classifier.net.to(self.device)
-        self.dead_latents.to(self.device)
 
     @property
     def classifier(self):
         return self._classifier
 
     # ----------------------------------------------------------------- training
+    def on_fit_start(self) -> None:
+        # The strategy moved the module's tensors to the device after setup; the tracker is a plain object.
+        self.dead_latents.to(self.device)
+
     def training_step(self, batch: torch.Tensor, batch_idx: int):
         x_tilde = self.sae.standardize(batch)
         dead = self.dead_latents.compute()
