@@ -161,7 +161,7 @@ def pool_masks(masks: Tensor, grid: tuple[int, int], min_fraction: float = 0.0) 
         min_fraction: share of a cell's pixels that must be on (exclusive).
 
     Returns:
-        (B, H·W, P) bool, tokens in the row-major order of ``fmap.permute(0, 2, 3, 1).reshape(B, H·W, C)``.
+        (B, H·W, P) bool, tokens in the order of :func:`sae_lab.models.tokens.fmap_to_tokens`.
     """
     frac = F.adaptive_avg_pool2d(masks.float(), grid)  # (B, P, H, W)
     return (frac > min_fraction).flatten(2).transpose(1, 2)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sae_lab.data.world import PRIMITIVES, SketchWorld
+from sae_lab.models.tokens import fmap_to_tokens
 from sae_lab.stats import (
     LatentStats,
     best_primitive,
@@ -156,8 +157,8 @@ def test_pool_masks_follows_token_order():
     assert tokens[0, :, 0].tolist() == [False, True, False, False]
     assert tokens[0, :, 1].tolist() == [False, False, True, False]
     assert not pool_masks(masks, (2, 2), min_fraction=0.5)[0, :, 0].any()
-    fmap = torch.arange(4.0).reshape(1, 1, 2, 2)
-    assert fmap.permute(0, 2, 3, 1).reshape(1, 4)[0, 1] == fmap[0, 0, 0, 1]
+    fmap = torch.arange(4.0).reshape(1, 1, 2, 2)  # the masks' token order is the SAE's
+    assert fmap_to_tokens(fmap)[1, 0] == fmap[0, 0, 0, 1]
 
 
 class PlantedSae:
