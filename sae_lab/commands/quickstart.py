@@ -12,6 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+EVAL_LATENTS = 64
+"""Latents DnD and patches explain in the quickstart: the evaluation's seeded sample (LINE and LE explain all)."""
+STAGE_METHODS = {"evaluation": "evaluate"}
+"""summary.json block → the stage method that makes it."""
 HELP = "run every stage on the built-in sketch world on CPU (checkpoints/quickstart, reports/quickstart)"
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "quickstart"
 
@@ -134,14 +138,53 @@ class Quickstart:
         print("[quickstart] labels: " + ", ".join(f"{k}={v}" for k, v in block.items()))
         return block
 
-    def line(self) -> dict:
-        from sae_lab.explainers.line import run_line_stage
+    def explainer(self, name: str, **settings) -> dict | None:
+        """Runs explanation method ``name`` with offline backends (None when its package is not installed)."""
+        from sae_lab.explainers.base import get_explainer
 
+        try:
+            explainer = get_explainer(name)
+        except ValueError as e:
+            print(f"[quickstart] {name}: skipped ({e})")
+            return None
+        fields = {f for f in explainer.settings.__dataclass_fields__}
+        given = {k: v for k, v in {"run": str(self.report_dir), "progress": False, **settings}.items() if k in fields}
+        block = explainer.run(explainer.settings(**given))
+        print(f"[quickstart] {name}: " + ", ".join(f"{k}={v}" for k, v in block.items() if not isinstance(v, dict)))
+        return block
+
+    def sample(self) -> str:
+        """The latents the costlier methods explain: the evaluation's own seeded sample of live latents."""
+        from sae_lab.evaluate.rows import sample_latents
+        from sae_lab.run import read_neurons
+
+        ids = sample_latents(read_neurons(self.report_dir), 8 if self.args.smoke else EVAL_LATENTS, seed=0)
+        return ",".join(map(str, ids))
+
+    def line(self) -> dict | None:
         smoke = self.args.smoke
-        latents = quickstart_latents(self.report_dir, 4 if smoke else 12)
-        block = run_line_stage(self.report_dir, self.run_dir / "sae", latents=latents, n_iters=1 if smoke else 4,
-                               n_images=2 if smoke else 8)  # fmt: skip
-        print("[quickstart] line: " + ", ".join(f"{k}={v}" for k, v in block.items()))
+        return self.explainer("line", latents="auto:4" if smoke else "all", n_iters=1 if smoke else 4,
+                              n_images=2 if smoke else 8)  # fmt: skip
+
+    def le(self) -> dict | None:
+        return self.explainer("le", latents="all")
+
+    def dnd(self) -> dict | None:
+        return self.explainer("dnd", latents=self.sample())
+
+    def patches(self) -> dict | None:
+        return self.explainer("patches", latents=self.sample())
+
+    def evaluate(self) -> dict | None:
+        try:
+            from sae_lab.evaluate import EvaluateSettings, run_evaluate
+        except ImportError:
+            print("[quickstart] evaluate: not available; skipped")
+            return None
+        fields = set(EvaluateSettings.__dataclass_fields__)
+        given = {k: v for k, v in {"run": str(self.report_dir), "progress": False}.items() if k in fields}
+        block = run_evaluate(EvaluateSettings(**given))
+        print(f"[quickstart] evaluate: {len(block.get('methods', {}))} methods on {block.get('latents')} latents")
         return block
 
     def why(self) -> dict:
@@ -149,7 +192,7 @@ class Quickstart:
 
         return run_why_stage(self.report_dir, self.run_dir / "sae", n_images=4 if self.args.smoke else 8)
 
-    STAGES = ("classifier", "sae", "report", "labels", "line", "why")
+    STAGES = ("classifier", "sae", "report", "labels", "line", "le", "dnd", "patches", "evaluation", "why")
 
     def run(self) -> dict:
         """Runs every stage; total_seconds is this run's wall time plus the recorded time of skipped stages."""
@@ -159,26 +202,13 @@ class Quickstart:
         skipped = 0.0
         for block in self.STAGES:
             before = read_summary(self.summary_path).get(block)
-            values = getattr(self, block)()
+            values = getattr(self, STAGE_METHODS.get(block, block))()
+            if values is None:
+                continue
             if before is not None and values == before:
                 skipped += float(values.get("seconds", 0.0))
             update_summary(self.summary_path, block, values)
         return update_summary(self.summary_path, "total_seconds", round(time.perf_counter() - t0 + skipped, 1))
-
-
-def quickstart_latents(report_dir: Path, n: int) -> list[int]:
-    """A handful of live latents for LINE: the best ground-truth matches first, one per primitive, then others."""
-    neurons = [json.loads(line) for line in (report_dir / "neurons.jsonl").read_text().splitlines() if line.strip()]
-    live = [x for x in neurons if not x.get("dead")]
-    scored = sorted(live, key=lambda x: -((x.get("ground_truth") or {}).get("image_auc") or 0.0))
-    chosen, seen = [], set()
-    for x in scored:
-        prim = (x.get("ground_truth") or {}).get("primitive")
-        if prim not in seen:
-            chosen.append(x["id"])
-            seen.add(prim)
-    chosen += [x["id"] for x in scored if x["id"] not in chosen]
-    return chosen[:n]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -74,3 +74,13 @@ def image_to_tensor(img: Image.Image | np.ndarray, image_size: int) -> torch.Ten
 def load_image_tensor(data: bytes | str | Image.Image, image_size: int) -> torch.Tensor:
     """Bytes, path or PIL image → (1, S, S) ink tensor; raises ImageDecodeError on bad input."""
     return image_to_tensor(open_image(data), image_size)
+
+
+def collate_skip_corrupt(items):
+    """Default collation after dropping corrupt rows (None); None when the whole batch was corrupt."""
+    import torch
+
+    items = [it for it in items if it is not None]
+    if not items:
+        return None
+    return torch.utils.data.default_collate(items)

@@ -28,7 +28,7 @@ from sae_lab.data.export import (
     pool_masks_any,
     unpack_bits,
 )
-from sae_lab.data.images import ImageDecodeError, load_image_tensor
+from sae_lab.data.images import ImageDecodeError, collate_skip_corrupt, load_image_tensor  # noqa: F401
 from sae_lab.data.world import CLASSES, PRIMITIVES
 
 log = logging.getLogger(__name__)
@@ -177,14 +177,6 @@ class SketchDataset(Dataset):
             if mask_grid is not None:
                 item["token_masks"] = torch.from_numpy(pool_masks_any(item.pop("masks"), mask_grid))
         return item
-
-
-def collate_skip_corrupt(items):
-    """Default collation after dropping corrupt rows (None); None when the whole batch was corrupt."""
-    items = [it for it in items if it is not None]
-    if not items:
-        return None
-    return torch.utils.data.default_collate(items)
 
 
 class SketchDataModule(L.LightningDataModule):

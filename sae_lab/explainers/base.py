@@ -99,7 +99,9 @@ def get_explainer(name: str) -> Explainer:
     """
     if name not in EXPLAINERS or name not in available():
         raise ValueError(f"unknown explanation method {name!r}; choose one of {', '.join(available())}")
-    explainer = importlib.import_module(EXPLAINERS[name]).EXPLAINER
+    explainer = getattr(importlib.import_module(EXPLAINERS[name]), "EXPLAINER", None)
+    if explainer is None:
+        raise ValueError(f"explanation method {name!r} is not ready: {EXPLAINERS[name]} exposes no EXPLAINER")
     if not isinstance(explainer, Explainer):
         raise TypeError(f"{EXPLAINERS[name]}.EXPLAINER is not an Explainer")
     return explainer

@@ -159,7 +159,7 @@ def compute_probe(loaded: LoadedRun, dataset, split: str, n: int | None = None, 
     """
     from torch.utils.data import DataLoader, Subset
 
-    from sae_lab.data.sketch import collate_skip_corrupt
+    from sae_lab.data.images import collate_skip_corrupt
     from sae_lab.stats import image_activations
 
     total = len(dataset)

@@ -84,7 +84,7 @@ class SaeLab:
                 f"the SAE explains {sae.layer or '?'} ({sae.cfg.d_in} channels) but the classifier's layer is "
                 f"{net.layer} ({net.channels} channels)"
             )
-        if len(net.rest) > 0:
+        if not net.head_is_linear:
             raise ValueError(f"exact contributions need the head to be pool + linear: explain layer4, not {net.layer}")
         if not sae.classifier:
             logger.warning("the SAE does not record its classifier; cannot check that they belong together")
@@ -96,7 +96,7 @@ class SaeLab:
         self.image_size = classifier.image_size
         self.labels = dict(labels or {})
         with torch.no_grad():  # per-latent logit-lens vectors and the constant term, in float64
-            w_out, b_out = net.fc.weight.double(), net.fc.bias.double()
+            w_out, b_out = (t.double() for t in net.logit_weights())
             sigma, mu = self.sae.sigma.double(), self.sae.mu.double()
             self._w_dec_raw = self.sae.W_dec.double() * sigma  # (M, C): σ ⊙ d_i
             self._lens = self._w_dec_raw @ w_out.T  # (M, classes): w_i

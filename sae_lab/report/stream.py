@@ -116,7 +116,7 @@ def stream_statistics(
     """
     from tqdm.auto import tqdm
 
-    from sae_lab.data.sketch import collate_skip_corrupt
+    from sae_lab.data.images import collate_skip_corrupt
 
     t0 = time.perf_counter()
     device = sae.device

@@ -170,7 +170,7 @@ def compute_control(
     """
     from torch.utils.data import DataLoader, Subset
 
-    from sae_lab.data.sketch import collate_skip_corrupt
+    from sae_lab.data.images import collate_skip_corrupt
 
     n = min(n_images, len(dataset))
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].sort().values
