@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sae_lab.backends.image.imagegen import ImageBackend, ImageCache, make_image_backend
+from sae_lab.backends.image import ImageBackend, ImageCache, make_image_backend
 from sae_lab.explainers.line.config import SKETCH_TEMPLATE, LineConfig  # noqa: F401 -- re-exported
 from sae_lab.explainers.line.pool import Pool, ScoredConcept
 from sae_lab.explainers.line.proposer import LLMProposer, OfflineProposer, Proposal, ProposalContext, normalize_concept
