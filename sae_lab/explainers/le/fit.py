@@ -187,7 +187,9 @@ def greedy_search(p_fit: Tensor, y_fit: Tensor, p_sel: Tensor, y_sel: Tensor, ra
     weights = torch.zeros(m, k_max, dtype=torch.float64)
     bias = torch.full((m,), float("nan"), dtype=torch.float64)
     best = torch.zeros(m, dtype=torch.float64)
-    available = torch.ones(m, c, dtype=torch.bool)
+    # A concept constant on the fit images has no least-squares weight of its own (it is the bias), yet it may
+    # vary on the select images: never a candidate. (LE tries it; the filter on all images rarely leaves one.)
+    available = (p_fit.std(0) > STD_EPS)[ranking]
     searching = torch.arange(m)
     for t in range(k_max):
         if len(searching) == 0:

@@ -145,7 +145,9 @@ def test_elastic_net_meets_its_optimality_conditions_on_collinear_concepts():
     labels = torch.randint(0, 6, (300,), generator=g)
     x = torch.nn.functional.one_hot(labels, 6).double()
     x = torch.cat([x, x[:, :2].sum(1, keepdim=True)], 1)
-    y = x @ torch.tensor([1.0, 0.5, 0.0, 0.0, -0.3, 0.0, 0.8], dtype=torch.float64) + 0.1 * torch.randn(300, generator=g)
+    y = x @ torch.tensor([1.0, 0.5, 0.0, 0.0, -0.3, 0.0, 0.8], dtype=torch.float64) + 0.1 * torch.randn(
+        300, generator=g
+    )
     y = torch.stack([y, -y, torch.randn(300, generator=g, dtype=torch.float64)], 1)
     lam, alpha = 0.05, 0.99
     w = elastic_net(x, y, lam, alpha)
@@ -155,3 +157,13 @@ def test_elastic_net_meets_its_optimality_conditions_on_collinear_concepts():
     assert on.any(), "some weights must survive the penalty"
     torch.testing.assert_close(grad[on], -lam * alpha * torch.sign(w.T[on]), atol=1e-6, rtol=0)
     assert (grad[~on].abs() <= lam * alpha + 1e-6).all()
+
+
+def test_a_concept_constant_on_the_fit_images_is_never_chosen():
+    p = sparse_presence(N, 4, seed=6)
+    sp = parts(N)
+    y = p[:, :1] + 0.05 * torch.randn(N, 1, generator=torch.Generator().manual_seed(0))
+    p[:, 3] = 0.5  # constant on the fit images: least squares can only split the bias with it
+    p[sp["select"], 3] = y[sp["select"], 0]  # would predict the select images perfectly, but is not in the fit
+    (exp,) = explain_latents(p, ["a", "b", "c", "leak"], y, sp)
+    assert "leak" not in [t.concept for t in exp.terms] and exp.terms[0].concept == "a"
