@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from sae_lab.run.files import SAE_CFG, SAE_WEIGHTS, RunFiles
+
 EVAL_LATENTS = 64
 """Latents DnD and patches explain in the quickstart: the evaluation's seeded sample (LINE and LE explain all)."""
 STAGE_METHODS = {"evaluation": "evaluate"}
@@ -62,7 +64,7 @@ class Quickstart:
         self.root = Path(args.root)
         self.ckpt_root = self.root / "checkpoints"
         self.run_dir = self.ckpt_root / "quickstart"
-        self.summary_path = self.root / "reports" / "quickstart" / "summary.json"
+        self.summary_path = RunFiles(self.root / "reports" / "quickstart").summary
 
     def common(self, config: str) -> list[str]:
         out = ["--config", str(CONFIGS / config), "--checkpoint_root", str(self.ckpt_root),
@@ -106,10 +108,10 @@ class Quickstart:
         ckpt_dir = self.run_dir / "sae"
         args = self.common("sae.yaml") + ["--data.init_args.classifier", str(self.run_dir / "classifier/best.ckpt")]
         cli, seconds = self.fit_stage("sae", ckpt_dir, args + (SMOKE_SAE if self.args.smoke else []),
-                                      ckpt_dir / "sae.safetensors")  # fmt: skip
+                                      ckpt_dir / SAE_WEIGHTS)  # fmt: skip
         if cli is None:
             return seconds
-        val = json.loads((ckpt_dir / "cfg.json").read_text())["metadata"]["val"]
+        val = json.loads((ckpt_dir / SAE_CFG).read_text())["metadata"]["val"]
         block = {k: round(val[k], 4) for k in ("fvu", "l0", "dead_frac", "acc_recovered", "kl")}
         block["seconds"] = seconds
         print("[quickstart] sae: " + ", ".join(f"{k}={v}" for k, v in block.items()))
@@ -122,7 +124,7 @@ class Quickstart:
     def report(self) -> dict:
         from sae_lab.report import run_report
 
-        done = self.finished("report", self.report_dir / "neurons.jsonl")
+        done = self.finished("report", RunFiles(self.report_dir).neurons)
         if done:
             print(f"[quickstart] report: already done ({self.report_dir}); --force re-runs it")
             return done
@@ -213,6 +215,6 @@ class Quickstart:
 
 def run(args: argparse.Namespace) -> int:
     summary = Quickstart(args).run()
-    where = Path(args.root) / "reports/quickstart/summary.json"
+    where = RunFiles(Path(args.root) / "reports" / "quickstart").summary
     print(f"[quickstart] done in {summary['total_seconds']:.0f}s; figures in {where}")
     return 0

@@ -19,6 +19,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from sae_lab.models.sparse_kernels import SparseDecode, TopKEncode
+from sae_lab.run.files import SAE_CFG, SAE_WEIGHTS
+from sae_lab.run.io import atomic_write_text
 
 
 @dataclass
@@ -245,17 +247,19 @@ class TopKSAE(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
-        save_file(tensors, str(path / "sae.safetensors"))
+        tmp = path / f".{SAE_WEIGHTS}.tmp"
+        save_file(tensors, str(tmp))
+        tmp.replace(path / SAE_WEIGHTS)  # weights first: a folder with cfg.json is a finished export
         info = {**asdict(self.cfg), "layer": self.layer, "classifier": self.classifier, "metadata": self.metadata}
-        (path / "cfg.json").write_text(json.dumps(info, indent=2))
+        atomic_write_text(path / SAE_CFG, json.dumps(info, indent=2))
 
     @classmethod
     def load_from_disk(cls, path: str | Path, device: torch.device | str = "cpu") -> "TopKSAE":
         """Rebuild a saved SAE with ``safetensors`` alone (never unpickles)."""
         path = Path(path)
-        info = json.loads((path / "cfg.json").read_text())
+        info = json.loads((path / SAE_CFG).read_text())
         cfg = SaeConfig(**{f.name: info[f.name] for f in fields(SaeConfig) if f.name in info})
-        tensors = load_file(str(path / "sae.safetensors"), device=str(device))
+        tensors = load_file(str(path / SAE_WEIGHTS), device=str(device))
         sae = cls(
             cfg,
             layer=info.get("layer", ""),

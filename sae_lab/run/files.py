@@ -87,6 +87,11 @@ class RunFiles:
         """LINE's one line per latent (:class:`~sae_lab.run.records.LineResult`)."""
         return self.line_dir / LINE_SUMMARY
 
+    @staticmethod
+    def line_page(latent: int) -> str:
+        """LINE's page of one latent, relative to the report folder."""
+        return f"{LINE}/{latent}/{INDEX}"
+
     @property
     def evaluation(self) -> Path:
         return self.root / EVALUATION

@@ -7,18 +7,17 @@ import logging
 import math
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sae_lab.data.world import primitives_in_text
 from sae_lab.explainers.line.page import render_latent_page
 from sae_lab.explainers.line.pool import Pool
 from sae_lab.run import Cost, ExplanationStore, LineResult, read_neurons
-from sae_lab.run.files import LINE
+from sae_lab.run.files import RunFiles
 from sae_lab.run.io import atomic_write_text, write_json, write_jsonl
 
-if TYPE_CHECKING:
-    from sae_lab.explainers.line.loop import LineSession
-
+LineSession = Any
+"""A :class:`~sae_lab.explainers.line.loop.LineSession` (not imported: the loop imports this module)."""
 logger = logging.getLogger(__name__)
 
 
@@ -69,14 +68,15 @@ def write_outputs(session: LineSession, state: dict, params: dict) -> list[dict[
             "iterations": len(ls["history"]) - 1,
             "proposals": len(ls["proposals"]),
             "fallbacks": sum(p["fallback"] for p in ls["proposals"]),
-            "page": f"{LINE}/{lat}/index.html",
+            "page": RunFiles.line_page(lat),
         }
         _dump(folder / "params.json", {**params, "latent": lat, "top_classes": ls["top_classes"],
                                        "random_classes": ls["random_classes"]})  # fmt: skip
         _dump(folder / "proposals.jsonl", ls["proposals"], lines=True)
         _dump(folder / "history.jsonl", ls["history"], lines=True)
         _dump(folder / "result.json", {**result, "pool": [p.to_dict() for p in pool.sorted()]})
-        atomic_write_text(folder / "index.html", render_latent_page(result, ls, images, session.config))
+        atomic_write_text(session.files.root / RunFiles.line_page(lat), render_latent_page(result, ls, images,
+                                                                                           session.config))
         lines.append(result)
     write_jsonl(session.files.line_summary, lines)
     write_explanations(session, state, params, lines)
