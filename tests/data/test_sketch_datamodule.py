@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from sae_lab.data.export import decode_masks, encode_masks, pool_mask_bits, pool_masks_any
-from sae_lab.data.images import image_to_tensor
-from sae_lab.data.sketch import DataSourceError, SketchDataModule, collate_skip_corrupt, erase_rectangle
+from sae_lab.data.images import collate_skip_corrupt, image_to_tensor
+from sae_lab.data.sketch import DataSourceError, SketchDataModule
+from sae_lab.data.sketch_dataset import erase_rectangle
 from sae_lab.data.world import CLASSES, SketchWorld
 from tests.helpers.common import IMAGE_SIZE, N_TEST, N_TRAIN
 
