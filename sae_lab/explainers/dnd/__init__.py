@@ -9,7 +9,7 @@ LINE image cache) and scored for every latent that proposed it. ``python -m sae_
 
 from sae_lab.explainers.base import Explainer
 from sae_lab.explainers.dnd.crops import Box, box_iou, crop_boxes, crop_image, latent_maps, upsample
-from sae_lab.explainers.dnd.engine import DndEngine, LatentWork, Shown
+from sae_lab.explainers.dnd.engine import DndEngine
 from sae_lab.explainers.dnd.outputs import METHOD, latent_dir, write_latent
 from sae_lab.explainers.dnd.runner import naming_block, run, run_dnd
 from sae_lab.explainers.dnd.select import NO_HITS_WEIGHT, CandidateScore, Ranking, choose, final_scores, rank_candidates
@@ -22,6 +22,7 @@ from sae_lab.explainers.dnd.summarize import (
     parse_label,
     summarize,
 )
+from sae_lab.explainers.dnd.work import LatentWork, Shown
 
 EXPLAINER = Explainer(
     name="dnd",

@@ -142,4 +142,37 @@ def crop_image(image: Image.Image, box: Box, masks: np.ndarray | None = None,
     return crop
 
 
-__all__ = ["MAX_IOU_IMAGE", "MAX_IOU_KEPT", "Box", "box_iou", "crop_boxes", "crop_image", "latent_maps", "upsample"]
+def probe_masks(dataset, probe, idx: Sequence[int], n_primitives: int) -> dict[int, np.ndarray]:
+    """(P, S, S) bool primitive masks of probe images, read from their split by row, so a crop names only what it
+    shows (sketch world). An image is left out when its row holds no masks of the probe's size and count, or its
+    pixels differ from the probe's (the split is not the one the probe set was drawn from).
+
+    Args:
+        dataset: The probe's split (items with ``image`` (1, S, S) and, with annotations, ``masks`` (P, S, S)).
+        probe: The :class:`~sae_lab.explainers.probe.ProbeSet`.
+        idx: Probe image indices.
+        n_primitives: P.
+    """
+    size = probe.images.shape[-1]
+    out: dict[int, np.ndarray] = {}
+    for i in idx:
+        item = dataset[int(probe.rows[i])]
+        masks = None if item is None else item.get("masks")
+        if masks is None or tuple(masks.shape) != (n_primitives, size, size):
+            continue
+        if torch.equal((item["image"][0].clamp(0, 1) * 255).round().to(torch.uint8), probe.images[i]):
+            out[i] = masks.numpy().astype(bool)
+    return out
+
+
+__all__ = [
+    "MAX_IOU_IMAGE",
+    "MAX_IOU_KEPT",
+    "Box",
+    "box_iou",
+    "crop_boxes",
+    "crop_image",
+    "latent_maps",
+    "probe_masks",
+    "upsample",
+]

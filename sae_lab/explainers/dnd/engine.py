@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,60 +23,13 @@ from PIL import Image
 
 from sae_lab.backends.perception.base import image_key
 from sae_lab.data.images import image_to_tensor
-from sae_lab.explainers.dnd.crops import Box, crop_boxes, crop_image, latent_maps, upsample
-from sae_lab.explainers.dnd.select import NO_HITS_WEIGHT, CandidateScore, Ranking, choose, rank_candidates
+from sae_lab.explainers.dnd.crops import crop_boxes, crop_image, latent_maps, probe_masks, upsample
+from sae_lab.explainers.dnd.select import NO_HITS_WEIGHT, choose, rank_candidates
 from sae_lab.explainers.dnd.settings import DndSettings
-from sae_lab.explainers.dnd.summarize import OFFLINE, Summary, candidates_from, summarize
+from sae_lab.explainers.dnd.summarize import OFFLINE, candidates_from, summarize
+from sae_lab.explainers.dnd.work import LatentWork, Shown
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Shown:
-    """An image a latent is described from: one of its top probe images, or a crop of one."""
-
-    image: Image.Image
-    kind: str
-    """``original`` or ``crop``."""
-    probe_index: int
-    """The (parent) image's index in the probe set."""
-    box: Box | None
-    """The crop's box in the parent, None for an original."""
-    activation: float = 0.0
-    """The latent's pooled activation on it."""
-    key: str = ""
-    """Content hash (captions are shared by it)."""
-    caption: str | None = None
-
-
-@dataclass
-class LatentWork:
-    """Everything DnD found for one latent."""
-
-    latent: int
-    top: list[int] = field(default_factory=list)
-    """Its top probe images (indices), best first."""
-    kept: list[Shown] = field(default_factory=list)
-    """The ``n_top`` most activating originals and crops, best first."""
-    summaries: list[Summary] = field(default_factory=list)
-    candidates: list[str] = field(default_factory=list)
-    ranking: Ranking | None = None
-    weights: list[float] = field(default_factory=list)
-    chosen: list[CandidateScore] = field(default_factory=list)
-    """The kept candidates, best first."""
-    acts: list[list[float]] = field(default_factory=list)
-    """Per candidate, the latent's activation on each of its generated images."""
-    image_paths: list[list[Path]] = field(default_factory=list)
-    """Per candidate, its generated images' files (aligned with ``acts``)."""
-    notes: list[str] = field(default_factory=list)
-    reason: str | None = None
-    """Why there is no explanation."""
-    work: Counter = field(default_factory=Counter)
-    """Its share of the work: llm_calls, captions, images_generated, forward_images (floats until recorded)."""
-
-    @property
-    def ok(self) -> bool:
-        return self.reason is None
 
 
 class DndEngine:
@@ -191,8 +143,7 @@ class DndEngine:
         return works
 
     def _masks(self, idx: list[int]) -> dict[int, np.ndarray]:
-        """(P, S, S) primitive masks of probe images (sketch world), so a crop names only what it shows; empty
-        when the data has none or its rows do not match the probe set's images."""
+        """Primitive masks of probe images (sketch world) from the probe's split, opened once."""
         from sae_lab.data.world import PRIMITIVES
 
         self._mask_names = list(self.probe.primitive_names or PRIMITIVES)
@@ -207,15 +158,7 @@ class DndEngine:
             except (OSError, ValueError) as e:
                 logger.warning("no primitive masks for the crops (%s); crops keep their parent's primitives", e)
                 self._dataset = None
-        out: dict[int, np.ndarray] = {}
-        for i in idx if self._dataset is not None else []:
-            item = self._dataset[int(self.probe.rows[i])]
-            if item is None or "masks" not in item or item["masks"].shape[-1] != self.size:
-                continue
-            same = torch.equal((item["image"][0].clamp(0, 1) * 255).round().to(torch.uint8), self.probe.images[i])
-            if same and len(item["masks"]) == len(self._mask_names):
-                out[i] = item["masks"].numpy().astype(bool)
-        return out
+        return probe_masks(self._dataset, self.probe, idx, len(self._mask_names)) if self._dataset else {}
 
     # ----------------------------------------------------------------------------------------------- 2. caption
     def caption(self, works: list[LatentWork]) -> None:

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sae_lab.explainers.dnd.engine import LatentWork
+from sae_lab.explainers.dnd.work import LatentWork
 from sae_lab.run.files import RunFiles
 from sae_lab.run.io import write_json
 from sae_lab.run.records import Cost, ExplanationRecord
