@@ -25,10 +25,11 @@ from sae_lab.stats.knockout import (
     measured_knockout,
     pearson,
 )
-from sae_lab.stats.latent_stats import LatentStats, gather_latent_stats, quantile_linear
+from sae_lab.stats.latent_stats import LatentStats, gather_latent_stats
 from sae_lab.stats.ranking import class_scores, latent_summary, monosemanticity, pmi, rank_classes, zscore
 from sae_lab.stats.result import LatentStatsResult
 from sae_lab.stats.storage import ChunkedRows
+from sae_lab.stats.thresholds import quantile_linear
 
 __all__ = [
     "ChunkedRows",

@@ -16,11 +16,13 @@ import torch.distributed as dist
 from torch import Tensor
 
 from sae_lab.stats.exemplars import TopExemplars
-from sae_lab.stats.ground_truth import bin_index, histogram_auc, rank_auc, token_bin_edges
+from sae_lab.stats.ground_truth import token_bin_edges
 from sae_lab.stats.knockout import closed_form_knockout
 from sae_lab.stats.ranking import class_scores, monosemanticity, pmi
 from sae_lab.stats.result import LatentStatsResult
 from sae_lab.stats.storage import ChunkedRows
+from sae_lab.stats.thresholds import on_stats
+from sae_lab.stats.token_histograms import add_token_histograms, token_auc_from_histograms
 
 _COUNTERS = ("token_fire", "act_sum", "image_fire", "class_counts", "class_fire", "hist_all", "hist_on")
 
@@ -135,37 +137,11 @@ class LatentStats:
             self.rows["primitives"].append(primitives.to(torch.bool).reshape(b, self.num_primitives))
             if token_masks is not None:
                 masks = token_masks.to(self.device).reshape(b * t, -1)
-                self._update_histograms(acts.reshape(b * t, m), nonzero, masks, token_chunk)
+                add_token_histograms(self.hist_all, self.hist_on, acts.reshape(b * t, m), nonzero, masks, self.edges,
+                                     token_chunk)  # fmt: skip
+                self.num_masked_tokens += b * t
         self.num_images += b
         self.num_tokens += b * t
-
-    def _update_histograms(self, acts: Tensor, nonzero: Tensor, masks: Tensor, token_chunk: int) -> None:
-        """Token histograms: all masked tokens (M, bins) and, per primitive, its on-mask tokens (P, M, bins).
-
-        Zeros are binned with the tiny positive values (bin 1) and then moved to bin 0 by count — (M,) and (P, M)
-        zero counts from one comparison and a (P, n)·(n, M) product — instead of masking every entry."""
-        m, nb, p = self.num_latents, self.num_bins, self.num_primitives
-        offsets = torch.arange(m, device=acts.device) * nb
-        step = max(1, token_chunk // m)
-        for start in range(0, len(acts), step):
-            part = acts[start : start + step]
-            mask = masks[start : start + len(part)].bool()
-            flat = bin_index(part, self.edges, offsets, exact_zeros=False)  # (n, M) global bin ids
-            self.hist_all += torch.bincount(flat.flatten(), minlength=m * nb)
-            for q in range(p):
-                sel = mask[:, q]
-                if sel.any():
-                    self.hist_on[q] += torch.bincount(flat[sel].flatten(), minlength=m * nb)
-            fired = nonzero[start : start + len(part)]
-            zeros_all = len(part) - fired.sum(0)  # (M,)
-            fired_on = (mask.t().to(part.dtype) @ fired.to(part.dtype)).round().long()  # (P, M): exact below 2**24
-            zeros_on = mask.sum(0, keepdim=True).t() - fired_on
-            hist_all, hist_on = self.hist_all.view(m, nb), self.hist_on.view(p, m, nb)
-            hist_all[:, 1] -= zeros_all
-            hist_all[:, 0] += zeros_all
-            hist_on[:, :, 1] -= zeros_on
-            hist_on[:, :, 0] += zeros_on
-        self.num_masked_tokens += len(acts)
 
     # ------------------------------------------------------------------------------------------------ compute
     @torch.no_grad()
@@ -184,29 +160,11 @@ class LatentStats:
             raise RuntimeError("LatentStats.compute() before any update()")
         labels = self.rows["labels"].read()
         prims = self.rows["primitives"].read() if self.num_primitives else None
-        tau = torch.empty(m, dtype=torch.float64)
-        mean_on = torch.zeros(m, dtype=torch.float64)
-        n_on = torch.zeros(m, dtype=torch.long)
-        class_on = torch.zeros(m, c, dtype=torch.long)
-        image_auc = None if prims is None else torch.full((m, self.num_primitives), torch.nan, dtype=torch.float64)
-        cols = max(1, chunk_elements // n)
-        for m0 in range(0, m, cols):
-            sl = slice(m0, min(m, m0 + cols))
-            z_max = self.rows["z_max"].read(sl).double()
-            z_avg = self.rows["z_avg"].read(sl).double()
-            tau[sl] = quantile_linear(z_max, self.quantile)
-            on = (z_max >= tau[sl]) & (z_max > 0)
-            n_on[sl] = on.sum(0)
-            mean_on[sl] = (z_avg * on).sum(0) / n_on[sl].clamp_min(1)
-            class_on[sl] = torch.zeros(c, on.shape[1], dtype=torch.long).index_add_(0, labels, on.long()).t()
-            if prims is not None:
-                image_auc[sl] = rank_auc(z_max, prims)
+        on = on_stats(self.rows["z_max"], self.rows["z_avg"], labels, prims, c, self.quantile, chunk_elements)
         class_counts = self.class_counts.cpu()
         token_auc = None
         if self.num_primitives and self.num_masked_tokens:
-            hist_all = self.hist_all.view(m, self.num_bins).cpu()
-            hist_on = self.hist_on.view(self.num_primitives, m, self.num_bins).cpu()
-            token_auc = histogram_auc(hist_on, hist_all - hist_on).t().contiguous()
+            token_auc = token_auc_from_histograms(self.hist_all, self.hist_on, m)
         token_fire = self.token_fire.cpu()
         result = LatentStatsResult(
             num_images=n,
@@ -214,24 +172,24 @@ class LatentStats:
             frequency=token_fire.double() / self.num_tokens,
             image_frequency=self.image_fire.cpu().double() / n,
             mean_act=self.act_sum.cpu() / token_fire.clamp_min(1),
-            tau=tau,
-            n_on=n_on,
-            mean_on_zavg=mean_on,
+            tau=on.tau,
+            n_on=on.n_on,
+            mean_on_zavg=on.mean_on_zavg,
             class_counts=class_counts,
-            class_on_counts=class_on,
+            class_on_counts=on.class_on_counts,
             class_fire_counts=self.class_fire.t().cpu(),
-            pmi=pmi(class_on, n_on, class_counts, n, self.lam),
-            monosemanticity=monosemanticity(class_on),
+            pmi=pmi(on.class_on_counts, on.n_on, class_counts, n, self.lam),
+            monosemanticity=monosemanticity(on.class_on_counts),
             exemplar_ids=self.exemplars.ids.cpu(),
             exemplar_z_max=self.exemplars.values.cpu(),
             exemplar_labels=self.exemplars.labels.cpu(),
             exemplar_maps=self._exemplar_maps(),
-            image_auc=image_auc,
+            image_auc=on.image_auc,
             token_auc=token_auc,
         )
         if logit_lens is not None:
             result.logit_lens = logit_lens.detach().double().cpu()
-            result.knockout = closed_form_knockout(mean_on, result.logit_lens)
+            result.knockout = closed_form_knockout(on.mean_on_zavg, result.logit_lens)
             result.score = class_scores(result.pmi, result.knockout, result.logit_lens)
         return result
 
@@ -334,19 +292,3 @@ def gather_latent_stats(stats: LatentStats, **kwargs) -> LatentStats:
     kwargs.setdefault("chunk_rows", stats.chunk_rows)
     kwargs.setdefault("device", stats.device)
     return LatentStats.merge_all(states, **kwargs)
-
-
-def quantile_linear(x: Tensor, q: float) -> Tensor:
-    """q-quantile along dim 0 with ``torch.quantile``'s "linear" interpolation, without its size limit.
-
-    Args:
-        x: (N, M).
-
-    Returns:
-        (M,) quantiles.
-    """
-    sorted_vals = x.sort(dim=0).values
-    pos = q * (len(x) - 1)
-    lo = int(pos // 1)
-    hi = min(lo + 1, len(x) - 1)
-    return torch.lerp(sorted_vals[lo], sorted_vals[hi], torch.tensor(pos - lo, dtype=x.dtype))
