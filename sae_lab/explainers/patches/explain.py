@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from torch import Tensor
 
-from sae_lab.explainers.patches.occlusion import SaeScorer, occlude, patch_box, pixel_map
+from sae_lab.explainers.patches.occlusion import SaeScorer, occlude_pairs, patch_box, pixel_map
 from sae_lab.explainers.patches.outputs import crop_image, inside, patch_iou, write_latent_pngs
 from sae_lab.explainers.patches.settings import PatchSettings
 from sae_lab.explainers.patches.vocabulary import Vocabulary, merge
@@ -88,17 +88,15 @@ def explain_chunk(x: ChunkInputs, s: PatchSettings) -> ChunkOutcome:
     from sae_lab.evaluate.naming import has_ground_truth
 
     probe, latents = x.probe, list(x.tops)
-    used = sorted({j for js in x.tops.values() for j in js})
-    where = {j: k for k, j in enumerate(used)}
     scorer = SaeScorer(x.loaded.classifier.net, x.loaded.sae, latents)
-    occ = occlude(scorer, probe.images[used], s.occluder, s.stride, s.batch_size)
-    per_image = occ.forward_images / len(used)
+    occ = occlude_pairs(scorer, probe.images, x.tops, latents, s.occluder, s.stride, s.batch_size)
+    per_image = occ.forward_images / occ.images
     image_users = Counter(j for js in x.tops.values() for j in js)
 
     keys: dict[tuple, int] = {}  # (image, box) → patch index: one crop scored once however many latents share it
     crops, boxes = [], {}
-    for col, i in enumerate(latents):
-        boxes[i] = [patch_box(occ.drops[where[j], col], occ.offsets, s.occluder, s.keep) for j in x.tops[i]]
+    for i in latents:
+        boxes[i] = [patch_box(occ.drops[(i, j)], occ.offsets, s.occluder, s.keep) for j in x.tops[i]]
         for j, box in zip(x.tops[i], boxes[i]):
             if (j, box) not in keys:
                 keys[(j, box)] = len(crops)
@@ -110,7 +108,7 @@ def explain_chunk(x: ChunkInputs, s: PatchSettings) -> ChunkOutcome:
     presence = np.asarray(x.perception.presence(crops, phrases), dtype=np.float32)
 
     out = ChunkOutcome(occ.forward_images, len(crops))
-    for col, i in enumerate(latents):
+    for i in latents:
         tops = x.tops[i]
         rows = [keys[(j, b)] for j, b in zip(tops, boxes[i])]
         classes = list(dict.fromkeys(probe.class_names[int(probe.labels[j])] for j in tops))
@@ -121,7 +119,7 @@ def explain_chunk(x: ChunkInputs, s: PatchSettings) -> ChunkOutcome:
         folder.mkdir(parents=True, exist_ok=True)
         for old in [*folder.glob("map-*.png"), *folder.glob("patch-*.png")]:
             old.unlink()
-        drops = [occ.drops[where[j], col] for j in tops]
+        drops = [occ.drops[(i, j)] for j in tops]
         maps, pngs = write_latent_pngs(folder, folder.relative_to(x.files.root).as_posix(),
                                        [probe.images[j] for j in tops],
                                        [pixel_map(d, occ.offsets, s.occluder) for d in drops], boxes[i],

@@ -132,6 +132,51 @@ def occlude(score: Scorer, images: Tensor, occluder: int, stride: int, batch_siz
     return Occlusion(base, drops, offsets, occluder, len(ink) * per)
 
 
+class PairDrops(NamedTuple):
+    """The occlusion maps of (latent, image) pairs from one shared occlusion of their images."""
+
+    drops: dict[tuple[int, int], Tensor]
+    """(latent, image index) → (Y, X) drops of that latent on that image."""
+    offsets: list[int]
+    forward_images: int
+    """Images that went through classifier + SAE: each distinct image's variants once."""
+    images: int
+    """Distinct images occluded."""
+
+
+def occlude_pairs(score: Scorer, images: Tensor, tops: dict[int, list[int]], latents: Sequence[int], occluder: int,
+                  stride: int, batch_size: int = 256, max_floats: int = 1 << 24) -> PairDrops:  # fmt: skip
+    """Occludes every image some latent has among its top images once, for all latents at once, and keeps the maps
+    of the (latent, image) pairs asked for.
+
+    Images go in blocks small enough that a block's (images, L, Y, X) drops stay under ``max_floats``.
+
+    Args:
+        score: scores ``latents`` (in that order) on a batch.
+        images: (N, S, S) uint8 ink; ``tops`` index into it.
+        tops: latent → its image indices.
+        latents: the scored latents, the scorer's column order.
+    """
+    column = {int(i): c for c, i in enumerate(latents)}
+    users: dict[int, list[int]] = {}
+    for i, js in tops.items():
+        for j in js:
+            users.setdefault(int(j), []).append(int(i))
+    used = sorted(users)
+    n_pos = len(positions(int(images.shape[-1]), occluder, stride)) ** 2
+    block = max(1, min(len(used), max_floats // max(1, len(column) * n_pos)))
+    out: dict[tuple[int, int], Tensor] = {}
+    forward, offsets = 0, positions(int(images.shape[-1]), occluder, stride)
+    for start in range(0, len(used), block):
+        part = used[start : start + block]
+        occ = occlude(score, images[part], occluder, stride, batch_size)
+        forward += occ.forward_images
+        for b, j in enumerate(part):
+            for i in users[j]:
+                out[(i, j)] = occ.drops[b, column[i]].clone()
+    return PairDrops(out, offsets, forward, len(used))
+
+
 def patch_box(drops: Tensor, offsets: Sequence[int], occluder: int, keep: float = 0.5) -> tuple[int, int, int, int]:
     """The patch of one (latent, image): the bounding box of the occluder squares whose drop reaches ``keep``
     times the largest drop; the whole image when no occlusion lowers the latent.
@@ -164,4 +209,5 @@ def pixel_map(drops: Tensor, offsets: Sequence[int], occluder: int) -> Tensor:
     return total / count.clamp_min(1)
 
 
-__all__ = ["Occlusion", "SaeScorer", "Scorer", "occlude", "occluded_variants", "patch_box", "pixel_map", "positions"]
+__all__ = ["Occlusion", "PairDrops", "SaeScorer", "Scorer", "occlude", "occlude_pairs", "occluded_variants", "patch_box",
+           "pixel_map", "positions"]  # fmt: skip

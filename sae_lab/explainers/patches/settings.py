@@ -46,8 +46,9 @@ class PatchSettings(ExplainSettings):
     """Re-asks after a vocabulary answer without phrases, before falling back to the offline vocabulary."""
     batch_size: int = 256
     """Images (occluded variants included) per classifier + SAE forward pass."""
-    chunk: int = 64
-    """Latents explained together (their top images occluded once); records are appended after each chunk."""
+    chunk: int = 512
+    """Latents explained together: an image among several of their top images is occluded once for all of them
+    (more latents share more); records are appended after each chunk, so a killed run loses at most one."""
 
     def settings_hash(self, exclude=_NOT_IN_HASH) -> str:  # noqa: D102 (the base's)
         return super().settings_hash(exclude)

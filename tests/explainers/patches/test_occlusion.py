@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from sae_lab.data.world import PRIMITIVES, SketchWorld
-from sae_lab.explainers.patches.occlusion import SaeScorer, occlude, occluded_variants, patch_box, pixel_map, positions
+from sae_lab.explainers.patches.occlusion import (
+    SaeScorer,
+    occlude,
+    occlude_pairs,
+    occluded_variants,
+    patch_box,
+    pixel_map,
+    positions,
+)
 from sae_lab.explainers.patches.outputs import box_iou, inside, mask_box
 from sae_lab.models.sae import SaeConfig, TopKSAE
 from tests.helpers.threads import one_thread  # noqa: F401
@@ -107,3 +115,19 @@ def test_shared_pass_equals_one_latent_at_a_time():
     alone = occlude(SaeScorer(net, sae, [1]), ink, OCCLUDER, 8, batch_size=64)
     assert both.forward_images == alone.forward_images == 2 * (7 * 7 + 1)
     torch.testing.assert_close(both.drops[:, 1:], alone.drops, atol=1e-6, rtol=0)
+
+
+def test_pairs_occlude_each_distinct_image_once_in_blocks():
+    sample = SketchWorld(image_size=SIZE, seed=0, distractors=(0, 0)).sample(1)
+    masks = torch.from_numpy(sample.masks)
+    net, sae = PlantedNet(masks, int(sample.primitives.argmax())), planted_sae()
+    ink = torch.from_numpy(255 - sample.image)
+    images = torch.stack([ink, ink.flip(0), ink.flip(1)])
+    tops = {0: [0, 2], 1: [2, 1]}  # image 2 is in both latents' tops: occluded once
+    whole = occlude(SaeScorer(net, sae, [0, 1]), images, OCCLUDER, 8)
+    for max_floats in (1, 1 << 24):  # one image per block, or all in one
+        pairs = occlude_pairs(SaeScorer(net, sae, [0, 1]), images, tops, [0, 1], OCCLUDER, 8, max_floats=max_floats)
+        assert pairs.images == 3 and pairs.forward_images == 3 * (7 * 7 + 1)
+        assert sorted(pairs.drops) == [(0, 0), (0, 2), (1, 1), (1, 2)]
+        for (latent, j), d in pairs.drops.items():
+            torch.testing.assert_close(d, whole.drops[j, latent], atol=1e-6, rtol=0)

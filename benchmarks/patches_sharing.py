@@ -1,0 +1,145 @@
+"""Occlusion shared across latents vs one latent at a time, and the patch explanations' quality, on the quickstart
+run.
+
+Sharing: 64 live latents (a fixed random sample, seed 0, never chosen by how well anything explains them), each
+with its top 10 probe images (``explain patches``' defaults: occluder 16 px, stride 8). *Shared*: every image in
+some latent's top 10 is occluded once and one classifier + SAE pass scores all 64 latents on each variant
+(:func:`sae_lab.explainers.patches.occlusion.occlude`). *Per latent*: each latent occludes its own 10 images and
+scores only itself, as a per-neuron implementation of Zhao et al. (arXiv 2310.10708) does. The per-latent forward
+count is exact for all 64 latents (10 images × variants each); its wall time is measured on a subset of latents
+and extrapolated per latent (the output says how many); the subset's drops are checked against the shared ones.
+
+Quality: ``explain patches`` with the default (offline) settings on every live latent whose best primitive has
+image AUC ≥ 0.9, written to a scratch copy of the report folder (the run itself is not modified): how often the
+best phrase names the ground-truth primitive (strict: it and no other primitive; lenient: among others), and the
+mean IoU of the patch boxes with the bounding box of that primitive's mask.
+
+    python benchmarks/patches_sharing.py
+    python benchmarks/patches_sharing.py --run /tmp/pq/reports/quickstart --per-latent 8
+
+Ends with one line: ``forward_ratio=<x> wall_ratio=<x>`` (per latent / shared).
+"""
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sae_lab.explainers.patches import PatchSettings, run_patches  # noqa: E402
+from sae_lab.explainers.patches.occlusion import SaeScorer, occlude, positions  # noqa: E402
+from sae_lab.explainers.probe import probe_set  # noqa: E402
+from sae_lab.run import GT_AUC, RunFiles, load_run, read_neurons  # noqa: E402
+
+
+def sharing(args, loaded, files, neurons) -> tuple[float, float]:
+    """Prints the shared vs per-latent occlusion figures; returns (forward ratio, wall ratio)."""
+    s = PatchSettings(run=args.run)
+    probe = probe_set(loaded, files, split=s.split, n=s.n_images, seed=s.seed, batch_size=s.batch_size)
+    parts = probe.partition(s.seed)
+    pool = torch.cat([parts["fit"], parts["select"]]).sort().values
+    live = [n.latent for n in neurons if not n.dead]
+    order = torch.randperm(len(live), generator=torch.Generator().manual_seed(0)).tolist()
+    every = {i: probe.top_images(i, s.top_images, pooling="max", among=pool).tolist() for i in live}
+    tops = {}
+    for k in order:  # the first 64 of a seeded shuffle that fire on some probe image
+        if every[live[k]]:
+            tops[live[k]] = every[live[k]]
+        if len(tops) == args.latents:
+            break
+    latents = sorted(tops)
+    used = sorted({j for t in tops.values() for j in t})
+    where = {j: n for n, j in enumerate(used)}
+    net, sae = loaded.classifier.net, loaded.sae
+    size = int(probe.images.shape[-1])
+    per_image = len(positions(size, s.occluder, s.stride)) ** 2 + 1
+
+    t0 = time.perf_counter()
+    shared = occlude(SaeScorer(net, sae, latents), probe.images[used], s.occluder, s.stride, s.batch_size)
+    shared_s = time.perf_counter() - t0
+
+    subset = latents[:: max(1, len(latents) // args.per_latent)][: args.per_latent]
+    t1 = time.perf_counter()
+    worst = 0.0
+    for i in subset:
+        own = occlude(SaeScorer(net, sae, [i]), probe.images[tops[i]], s.occluder, s.stride, s.batch_size)
+        col = latents.index(i)
+        ref = shared.drops[[where[j] for j in tops[i]], col]
+        worst = max(worst, float((own.drops[:, 0] - ref).abs().max()))
+    per_s = (time.perf_counter() - t1) / len(subset) * len(latents)
+    per_forward = sum(len(t) for t in tops.values()) * per_image
+
+    print(f"run {files.root}: {len(probe)} probe images of {size} px, occluder {s.occluder} px, stride {s.stride} px "
+          f"({per_image - 1} occlusions + the original per image), {torch.get_num_threads()} threads")  # fmt: skip
+    print(f"{len(latents)} latents, top {s.top_images} images each: {sum(len(t) for t in tops.values())} "
+          f"(latent, image) pairs, {len(used)} distinct images")  # fmt: skip
+    print(f"  shared:     {shared.forward_images:8d} forward images  {shared_s:8.1f} s")
+    print(f"  per latent: {per_forward:8d} forward images  {per_s:8.1f} s  (time measured on {len(subset)} latents, "
+          f"extrapolated to {len(latents)})")  # fmt: skip
+    print(f"  per-latent drops vs shared drops on those {len(subset)} latents: max |diff| = {worst:.2e}")
+    pairs = sum(len(t) for t in every.values())
+    distinct = len({j for t in every.values() for j in t})
+    print(f"all {sum(bool(t) for t in every.values())} firing live latents at once (counted, not run): {pairs} pairs, "
+          f"{distinct} distinct images: forward ratio {pairs / max(distinct, 1):.2f}")  # fmt: skip
+    return per_forward / shared.forward_images, per_s / shared_s
+
+
+def quality(args, files, neurons, paths) -> None:
+    """Runs ``explain patches`` on the ground-truth latents in a scratch copy of the report and prints the block."""
+    matched = [n.latent for n in neurons if not n.dead and n.gt_primitive and (n.gt_auc or 0) >= GT_AUC]
+    if args.quality_latents:
+        matched = matched[: args.quality_latents]
+    if not matched:
+        print("quality: no live latent matched at AUC >= 0.9")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp) / files.root.name
+        scratch.mkdir()
+        for name in ("neurons.jsonl", "report.json"):
+            if (files.root / name).is_file():
+                shutil.copy(files.root / name, scratch / name)
+        if (files.root / "probe").is_dir():
+            shutil.copytree(files.root / "probe", scratch / "probe")
+        t0 = time.perf_counter()
+        settings = PatchSettings(run=str(scratch), latents=",".join(map(str, matched)),
+                                 sae=str(paths.sae_dir.resolve()), classifier=str(Path(paths.classifier).resolve()))  # fmt: skip
+        block = run_patches(settings)
+        seconds = time.perf_counter() - t0
+
+    def fmt(x):
+        return f"{x['mean']:.3f} ± {x['se'] or 0:.3f} (n={x['n']})" if x["mean"] is not None else f"- (n={x['n']})"
+
+    print(f"quality ({len(matched)} latents matched at AUC >= {GT_AUC}, offline vocabulary and perception, "
+          f"{seconds:.0f} s, {block['forward_images']} forward images, {block['vlm_images']} patches scored):")  # fmt: skip
+    print(f"  best phrase names the ground-truth primitive: strict {fmt(block['named_strict'])}, "
+          f"lenient {fmt(block['named_lenient'])}")  # fmt: skip
+    print(f"  patch box IoU with the primitive's mask box: {fmt(block['gt_iou'])}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", default="reports/quickstart", help="report folder (default: the quickstart run's)")
+    p.add_argument("--latents", type=int, default=64, help="latents occluded together")
+    p.add_argument("--per-latent", type=int, default=8, help="latents the per-latent side is timed on")
+    p.add_argument("--quality-latents", type=int, default=0, help="cap on the ground-truth latents (0: all)")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    files = RunFiles(args.run)
+    if not files.neurons.is_file():
+        print(f"{files.neurons} not found: run `python -m sae_lab quickstart` first (or pass --run)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    neurons = read_neurons(files)
+    loaded = load_run(args.run, device="cpu")
+    forward_ratio, wall_ratio = sharing(args, loaded, files, neurons)
+    quality(args, files, neurons, loaded.paths)
+    print(f"forward_ratio={forward_ratio:.2f} wall_ratio={wall_ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
