@@ -9,8 +9,10 @@ resumable. Entry points: ``EXPLAINER`` (``python -m sae_lab explain line``), :fu
 from sae_lab.explainers.base import Explainer, parse_latents
 from sae_lab.explainers.line.config import SKETCH_TEMPLATE, LineConfig, LineSettings
 from sae_lab.explainers.line.loop import LineSession
+from sae_lab.explainers.line.offline_proposer import OfflineProposer
 from sae_lab.explainers.line.pool import Pool, ScoredConcept
-from sae_lab.explainers.line.proposer import LLMProposer, OfflineProposer, Proposal, ProposalContext, parse_proposal
+from sae_lab.explainers.line.proposal import Proposal, ProposalContext
+from sae_lab.explainers.line.proposer import LLMProposer, parse_proposal
 from sae_lab.explainers.line.scoring import ConceptScores, ControlSet, LatentScorer, concept_scores
 from sae_lab.explainers.line.stage import choose_latents, explain, gt_named_rate, run, run_line_stage
 

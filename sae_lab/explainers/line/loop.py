@@ -31,8 +31,10 @@ import torch
 
 from sae_lab.backends.image import ImageBackend, ImageCache, make_image_backend
 from sae_lab.explainers.line.config import SKETCH_TEMPLATE, LineConfig  # noqa: F401 -- re-exported
+from sae_lab.explainers.line.offline_proposer import OfflineProposer
 from sae_lab.explainers.line.pool import Pool, ScoredConcept
-from sae_lab.explainers.line.proposer import LLMProposer, OfflineProposer, Proposal, ProposalContext, normalize_concept
+from sae_lab.explainers.line.proposal import Proposal, ProposalContext, normalize_concept
+from sae_lab.explainers.line.proposer import LLMProposer
 from sae_lab.explainers.line.scoring import (
     ControlSet,
     LatentScorer,

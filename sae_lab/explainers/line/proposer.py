@@ -1,9 +1,9 @@
-"""Concept proposals for LINE: the prompt, batched LLM proposals with retries and a fallback, and an offline
-proposer that walks a vocabulary ranked by the latent's statistics and the scores seen so far.
+"""LLM concept proposals for LINE: the prompt, the answer parser and :class:`LLMProposer`.
 
-Every latent of a batch proposes in the same ``TextBackend.generate`` call (one request per latent); answers
-that cannot be used (no ``<answer>``, more than three words, a concept already tried) are asked again with the
-reason, and after ``max_retries`` the offline proposer answers instead (marked ``fallback``).
+Every latent of a batch proposes in the same ``TextBackend.generate`` call (one request per latent) through
+:func:`~sae_lab.backends.text.ask.ask_until_parsed`; answers that cannot be used (no ``<answer>``, more than three
+words, a concept already tried) and failed requests are asked again, with the reason, and after ``max_retries`` the
+:class:`~sae_lab.explainers.line.offline_proposer.OfflineProposer` answers instead (marked ``fallback``).
 """
 
 from __future__ import annotations
@@ -12,60 +12,24 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-import numpy as np
-
+from sae_lab.backends.text.ask import ask_until_parsed
 from sae_lab.backends.text.base import ChatRequest, TextBackend
 from sae_lab.backends.text.parse import parse_answer_tag
-from sae_lab.data.world import PRIMITIVES, SYNONYMS, primitives_in_text
+from sae_lab.explainers.line.offline_proposer import OfflineProposer
 from sae_lab.explainers.line.pool import ScoredConcept
+from sae_lab.explainers.line.proposal import MAX_WORDS, Proposal, ProposalContext, normalize_concept
 
-MAX_WORDS = 3
 METRIC_HELP = {
     "auc": "AUC: how often its images activate the latent more than real images do (0.5 = no better, 1 = always)",
     "mad": "MAD: how many standard deviations its images activate the latent above real images",
     "mean": "mean activation of the latent on its images",
 }
 _THINKING = re.compile(r"<\s*thinking\s*>(.*?)(?:<\s*/\s*thinking\s*>|<\s*answer\s*>|$)", re.IGNORECASE | re.DOTALL)
-
-
-def normalize_concept(text: str) -> str:
-    """Lower case, single spaces, no surrounding quotes or punctuation."""
-    return " ".join(text.lower().strip().strip("\"'“”‘’.,;:!").split())
-
-
-@dataclass
-class ProposalContext:
-    """What a proposer knows about one latent at one iteration."""
-
-    latent: int
-    pool: list[ScoredConcept]
-    """The pool, best first."""
-    tried: list[str]
-    """Concepts proposed so far, in order (the initial pool excluded)."""
-    scored: dict[str, ScoredConcept]
-    """Every concept scored for this latent (initial pool and proposals)."""
-    class_profile: dict[str, float]
-    """Mean ``z_max`` of the latent on each class's control images: the latent's statistics."""
-    metric: str = "auc"
-
-
-@dataclass
-class Proposal:
-    """One proposed concept with the reasoning behind it."""
-
-    concept: str
-    reasoning: str
-    raw: str | None = None
-    """The model's last answer (None for the offline proposer)."""
-    attempts: int = 1
-    """Requests sent (retries included); 0 for the offline proposer."""
-    fallback: bool = False
-    """True when the LLM gave no usable answer and the offline proposer answered."""
-    errors: list[str] = field(default_factory=list)
-    """Why earlier answers were rejected."""
-    source: str = ""
+RETRY_REMINDER = (
+    "That answer cannot be used: {}. Answer again in the format <thinking>…</thinking><answer>concept</answer>."
+)
+"""The user turn after a rejected answer; ``{}`` is the reason."""
 
 
 # --------------------------------------------------------------------------------------------------- prompts
@@ -135,142 +99,6 @@ def check_concept(concept: str | None, ctx: ProposalContext, summary: bool) -> s
     return None
 
 
-# --------------------------------------------------------------------------------------------------- offline
-def default_vocabulary(class_names: Sequence[str]) -> list[str]:
-    """Sketch-world primitive names, their synonyms (≤ 3 words), then the class names; no duplicates."""
-    words = []
-    for p in PRIMITIVES:
-        words += [p, *SYNONYMS.get(p, ())]
-    words += list(class_names)
-    out = []
-    for w in words:
-        w = normalize_concept(w)
-        if w and len(w.split()) <= MAX_WORDS and w not in out:
-            out.append(w)
-    return out
-
-
-def _z(x: np.ndarray) -> np.ndarray:
-    std = x.std()
-    return (x - x.mean()) / std if std > 1e-12 else np.zeros_like(x)
-
-
-def _contrast(values: np.ndarray, members: list[frozenset[str]], prims: Sequence[str]) -> np.ndarray:
-    """For each primitive: mean of ``values`` over members containing it minus the mean over the others."""
-    out = np.zeros(len(prims))
-    for j, p in enumerate(prims):
-        has = np.array([p in m for m in members])
-        if has.any() and (~has).any():
-            out[j] = values[has].mean() - values[~has].mean()
-    return out
-
-
-class OfflineProposer:
-    """A model-free proposer: ranks a vocabulary by the latent's statistics and the scores so far.
-
-    Each candidate maps to the sketch-world primitives it names (``primitives_in_text``: names, synonyms and class
-    names). A primitive's belief is the z-scored contrast of the latent's class profile between classes that
-    contain it and those that do not, plus (``feedback``) the same contrast over the scores of the concepts tried
-    so far. A candidate's value is the mean belief of its primitives, minus ``specificity`` per extra primitive
-    and ``repeat`` per already scored concept with the same primitives; a candidate that names no primitive but is
-    a class name is valued by the class's own activation (minus one). The next proposal is the untried candidate
-    of highest value (ties: vocabulary order), so it is deterministic. The summary proposal is the best untried
-    name of the primitive the pool's top 3 share most, else the pool's best concept.
-
-    Args:
-        class_names: The classifier's classes (part of the vocabulary).
-        vocabulary: Candidates; None for :func:`default_vocabulary`.
-        feedback: Weight of the evidence from scores seen so far.
-        specificity: Penalty per extra primitive named (prefers a single part over a whole class).
-        repeat: Penalty per scored concept naming the same primitives (makes the walk explore).
-    """
-
-    name = "offline:vocabulary"
-
-    def __init__(
-        self,
-        class_names: Sequence[str],
-        vocabulary: Sequence[str] | None = None,
-        feedback: float = 1.0,
-        specificity: float = 0.5,
-        repeat: float = 0.25,
-    ) -> None:
-        self.class_names = [normalize_concept(c) for c in class_names]
-        self.vocabulary = list(vocabulary) if vocabulary is not None else default_vocabulary(class_names)
-        self.parts = {c: frozenset(primitives_in_text(c)) for c in [*self.vocabulary, *self.class_names]}
-        self.feedback, self.specificity, self.repeat = feedback, specificity, repeat
-
-    def _parts(self, concept: str) -> frozenset[str]:
-        if concept not in self.parts:
-            self.parts[concept] = frozenset(primitives_in_text(concept))
-        return self.parts[concept]
-
-    def beliefs(self, ctx: ProposalContext) -> dict[str, float]:
-        """Belief per primitive: class-profile contrast plus score contrast, both z-scored."""
-        names = [c for c in self.class_names if c in ctx.class_profile]
-        profile = np.array([ctx.class_profile[c] for c in names], dtype=np.float64)
-        prior = _z(_contrast(_z(profile), [self._parts(c) for c in names], PRIMITIVES)) if names else 0.0
-        scored = [s for s in ctx.scored.values() if self._parts(s.concept) and np.isfinite(s.rank_key[0])]
-        evidence = np.zeros(len(PRIMITIVES))
-        if len(scored) > 1:
-            values = _z(np.array([s.rank_key[0] for s in scored]))
-            evidence = _z(_contrast(values, [self._parts(s.concept) for s in scored], PRIMITIVES))
-        belief = prior + self.feedback * evidence
-        return {p: float(b) for p, b in zip(PRIMITIVES, np.broadcast_to(belief, (len(PRIMITIVES),)))}
-
-    def values(self, ctx: ProposalContext) -> dict[str, float]:
-        """Value of every untried vocabulary candidate."""
-        belief = self.beliefs(ctx)
-        profile_names = [c for c in self.class_names if c in ctx.class_profile]
-        class_z = dict(zip(profile_names, _z(np.array([ctx.class_profile[c] for c in profile_names], float))))
-        seen = [self._parts(c) for c in ctx.scored]
-        out = {}
-        for cand in self.vocabulary:
-            if cand in ctx.scored or cand in ctx.tried:
-                continue
-            parts = self._parts(cand)
-            if parts:
-                value = float(np.mean([belief[p] for p in parts])) - self.specificity * (len(parts) - 1)
-                out[cand] = value - self.repeat * sum(s == parts for s in seen)
-            elif cand in class_z:
-                out[cand] = float(class_z[cand]) - 1.0
-        return out
-
-    def propose_one(self, ctx: ProposalContext, summary: bool = False) -> Proposal:
-        values = self.values(ctx)
-        belief = self.beliefs(ctx)
-        ranked = sorted(belief.items(), key=lambda kv: -kv[1])[:4]
-        why = "primitive beliefs " + ", ".join(f"{p} {b:+.2f}" for p, b in ranked)
-        if summary:
-            return self._summary(ctx, values, belief, why)
-        if not values:
-            best = ctx.pool[0].concept if ctx.pool else self.vocabulary[0]
-            return Proposal(best, f"offline: vocabulary exhausted; repeating {best!r}", attempts=0, source=self.name)
-        concept = max(values, key=values.__getitem__)  # first maximum: vocabulary order breaks ties
-        return Proposal(concept, f"offline: {why}; best untried candidate {concept!r} (value {values[concept]:+.2f})",
-                        attempts=0, source=self.name)  # fmt: skip
-
-    def _summary(self, ctx: ProposalContext, values: dict, belief: dict, why: str) -> Proposal:
-        top = ctx.pool[:3]
-        weight: dict[str, float] = {}
-        for rank, item in enumerate(top):
-            for p in self._parts(item.concept):
-                weight[p] = weight.get(p, 0.0) + (len(top) - rank)
-        if weight:
-            shared = max(weight, key=lambda p: (weight[p], belief.get(p, 0.0)))
-            names = [c for c in values if self._parts(c) == {shared}]
-            if names:
-                concept = max(names, key=values.__getitem__)
-                return Proposal(concept, f"offline summary: the top {len(top)} share {shared!r}; {why}",
-                                attempts=0, source=self.name)  # fmt: skip
-        best = top[0].concept if top else self.vocabulary[0]
-        return Proposal(best, f"offline summary: keeping the best concept {best!r}", attempts=0, source=self.name)
-
-    def propose(self, contexts: Sequence[ProposalContext], iteration: int, summary: bool = False) -> list[Proposal]:
-        return [self.propose_one(ctx, summary) for ctx in contexts]
-
-
-# --------------------------------------------------------------------------------------------------- LLM
 def request_seed(seed: int, iteration: int, attempt: int) -> int:
     """One sampling seed per (iteration, attempt), shared by all latents so a backend can batch their requests."""
     digest = hashlib.sha256(json.dumps([seed, iteration, attempt]).encode()).digest()
@@ -308,37 +136,31 @@ class LLMProposer:
         self.name = backend.name
 
     def propose(self, contexts: Sequence[ProposalContext], iteration: int, summary: bool = False) -> list[Proposal]:
+        """One proposal per context: one batched request per round for every latent still pending, each round
+        sampled with :func:`request_seed` of (iteration, round); the offline fallback for what stays unusable."""
+
+        def parse(text: str | None, i: int) -> tuple[tuple[str, str] | None, str | None]:
+            concept, reasoning = parse_proposal(text)
+            problem = check_concept(concept, contexts[i], summary)
+            return (None, problem) if problem is not None else ((concept, reasoning), None)
+
+        def request(i: int, messages: list[dict], round_: int) -> ChatRequest:
+            seed = request_seed(self.seed, iteration, round_)
+            return ChatRequest(messages, max_new_tokens=self.max_new_tokens, temperature=self.temperature, seed=seed)
+
         chats = [build_messages(ctx, summary, self.domain) for ctx in contexts]
-        out: list[Proposal | None] = [None] * len(contexts)
-        errors: list[list[str]] = [[] for _ in contexts]
-        raw: list[str | None] = [None] * len(contexts)
-        pending = list(range(len(contexts)))
-        for attempt in range(self.max_retries + 1):
-            if not pending:
-                break
-            seed = request_seed(self.seed, iteration, attempt)
-            requests = [ChatRequest(chats[i], max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                                    seed=seed) for i in pending]  # fmt: skip
-            results = self.backend.generate(requests)
-            still = []
-            for i, result in zip(pending, results):
-                raw[i] = result.text
-                concept, reasoning = parse_proposal(result.text)
-                problem = result.error if not result.ok else check_concept(concept, contexts[i], summary)
-                if problem is None:
-                    out[i] = Proposal(concept, reasoning, result.text, attempt + 1, errors=errors[i], source=self.name)
-                    continue
-                errors[i].append(problem)
-                if result.ok:
-                    chats[i] = chats[i] + [
-                        {"role": "assistant", "content": result.text or ""},
-                        {"role": "user", "content": f"That answer cannot be used: {problem}. Answer again in the "
-                                                    "format <thinking>…</thinking><answer>concept</answer>."},
-                    ]  # fmt: skip
-                still.append(i)
-            pending = still
-        for i in pending:
-            fb = self.fallback.propose_one(contexts[i], summary)
-            fb.raw, fb.attempts, fb.fallback, fb.errors = raw[i], self.max_retries + 1, True, errors[i]
-            out[i] = fb
-        return out  # type: ignore[return-value]
+        answers = ask_until_parsed(
+            self.backend, chats, parse, request, RETRY_REMINDER.format, self.max_retries, retry_failed_requests=True
+        )
+        out = []
+        for ctx, asked in zip(contexts, answers):
+            if asked.ok:
+                concept, reasoning = asked.value
+                out.append(
+                    Proposal(concept, reasoning, asked.text, asked.rounds, errors=asked.errors, source=self.name)
+                )
+                continue
+            fb = self.fallback.propose_one(ctx, summary)
+            fb.raw, fb.attempts, fb.fallback, fb.errors = asked.text, self.max_retries + 1, True, asked.errors
+            out.append(fb)
+        return out

@@ -1,20 +1,13 @@
-"""Proposals: the answer parser, batched LLM proposals with retries and fallback, and the offline proposer."""
+"""LLM proposals: the answer parser, the prompt, and batched proposals with retries and the offline fallback."""
 
 import pytest
 
+from sae_lab.backends.text.ask import ECHO_CHARS
 from sae_lab.backends.text.base import GenerationResult, TextBackend
-from sae_lab.data.world import CLASSES
-from sae_lab.explainers.line.pool import ScoredConcept
-from sae_lab.explainers.line.proposer import (
-    LLMProposer,
-    OfflineProposer,
-    ProposalContext,
-    build_messages,
-    parse_proposal,
-)
+from sae_lab.explainers.line.offline_proposer import OfflineProposer
+from sae_lab.explainers.line.proposer import LLMProposer, build_messages, parse_proposal, request_seed
 from tests.explainers.line.line_fixtures import *  # noqa: F403 -- the LINE fixtures (autouse ones included)
-
-CLASS_NAMES = list(CLASSES)
+from tests.explainers.line.proposal_helpers import CLASS_NAMES, context, scored
 
 
 @pytest.mark.parametrize(
@@ -37,36 +30,6 @@ def test_parser_reads_well_formed_and_sloppy_answers(text, concept, reasoning):
 )  # fmt: skip
 def test_parser_rejects_malformed_and_empty_answers(text):
     assert parse_proposal(text)[0] is None
-
-
-def scored(concept, score, it=0):
-    return ScoredConcept(concept, score, score, 0.0, score, it, 8)
-
-
-def context(latent=0, profile=None, scored_items=(), tried=()) -> ProposalContext:
-    """A latent that fires on classes with a circle unless another profile is given."""
-    profile = profile or {c: (3.0 if "circle" in CLASSES[c] else 0.5) for c in CLASS_NAMES}
-    items = {s.concept: s for s in scored_items}
-    pool = sorted(items.values(), key=lambda s: s.rank_key, reverse=True)
-    return ProposalContext(latent, pool, list(tried), items, profile)
-
-
-def test_offline_proposer_walks_from_the_primitive_the_statistics_suggest():
-    proposer = OfflineProposer(CLASS_NAMES)
-    ctx = context(scored_items=[scored("sun", 0.9), scored("target", 0.85), scored("house", 0.3)])
-    first = proposer.propose_one(ctx)
-    assert first.concept == "circle" and "circle" in first.reasoning and first.attempts == 0
-    assert proposer.propose_one(ctx).concept == "circle"  # deterministic
-    # circle tried and scoring poorly, spokes-like concepts scoring well: the walk moves on to spokes
-    ctx = context(scored_items=[scored("sun", 0.9), scored("wheel", 0.95), scored("firework", 0.9),
-                                scored("target", 0.4), scored("circle", 0.3, 1)], tried=["circle"])  # fmt: skip
-    assert proposer.propose_one(ctx).concept == "spokes"
-
-
-def test_offline_summary_names_what_the_top_three_share():
-    proposer = OfflineProposer(CLASS_NAMES)
-    ctx = context(scored_items=[scored("sun", 0.9), scored("wheel", 0.92), scored("rays", 0.91)], tried=["rays"])
-    assert proposer.propose_one(ctx, summary=True).concept == "spokes"
 
 
 def test_prompt_lists_the_pool_best_first_and_the_proposals_so_far():
@@ -131,3 +94,28 @@ def test_failed_requests_count_as_unusable():
 
     out = LLMProposer(Failing(), OfflineProposer(CLASS_NAMES), max_retries=1).propose([context()], 1)
     assert out[0].fallback and out[0].errors == ["HTTP 500", "HTTP 500"]
+
+
+def test_a_failed_request_is_sent_again_unchanged_and_a_long_answer_is_echoed_trimmed():
+    class Flaky(TextBackend):
+        name = "flaky"
+
+        def __init__(self):
+            self.batches = []
+
+        def generate(self, requests):
+            self.batches.append(requests)
+            if len(self.batches) == 1:  # latent 0: transport failure; latent 1: a long unusable answer
+                return [GenerationResult(None, "HTTP 503"), GenerationResult("x" * (ECHO_CHARS * 2))]
+            return [GenerationResult("<thinking>t</thinking><answer>spiral</answer>") for _ in requests]
+
+    backend = Flaky()
+    out = LLMProposer(backend, OfflineProposer(CLASS_NAMES), seed=4).propose([context(0), context(1)], iteration=2)
+    assert [len(b) for b in backend.batches] == [2, 2]  # both pending latents in the second round's one call
+    assert [p.concept for p in out] == ["spiral", "spiral"] and not any(p.fallback for p in out)
+    assert [p.attempts for p in out] == [2, 2] and out[0].errors == ["HTTP 503"] and len(out[1].errors) == 1
+    assert [b[0].seed for b in backend.batches] == [request_seed(4, 2, 0), request_seed(4, 2, 1)]
+    again, reasked = backend.batches[1]
+    assert again.messages == backend.batches[0][0].messages  # nothing to show back after a failed request
+    assert reasked.messages[-2] == {"role": "assistant", "content": "x" * ECHO_CHARS}
+    assert "cannot be used" in reasked.messages[-1]["content"]
