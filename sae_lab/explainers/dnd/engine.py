@@ -44,10 +44,11 @@ class DndEngine:
         perception: A perception backend (default: from ``settings.perception``).
         images: An image backend (default: from ``settings.images``).
         image_cache: Folder of generated images (default: ``settings.image_cache``, else LINE's cache folder).
+        dataset: The probe's split, already open (read for the crops' primitive masks; default: opened when needed).
     """
 
     def __init__(self, settings: DndSettings, loaded=None, probe=None, llm=..., captioner=None, perception=None,
-                 images=None, image_cache: str | Path | None = None) -> None:  # fmt: skip
+                 images=None, image_cache: str | Path | None = None, dataset=...) -> None:  # fmt: skip
         from sae_lab.backends.image import ImageCache, make_image_backend
         from sae_lab.backends.perception import make_captioner, make_perception
         from sae_lab.explainers.probe import probe_set
@@ -55,9 +56,9 @@ class DndEngine:
 
         settings.check()
         self.s = s = settings
-        self.files = RunFiles(resolve_run(s.run, s.sae, s.classifier).run_dir)
         device = s.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.loaded = loaded or load_run(s.run, s.sae, s.classifier, device=device)
+        self.files = RunFiles(self.loaded.paths.run_dir or resolve_run(s.run, s.sae, s.classifier).run_dir)
         self.net, self.sae = self.loaded.classifier.net, self.loaded.sae
         self.size = int(self.loaded.classifier.image_size)
         self.probe = probe or probe_set(self.loaded, self.files, split=s.split, n=s.probe_images, seed=s.seed,
@@ -72,7 +73,7 @@ class DndEngine:
         self.cache = ImageCache(root, self.images, s.template, s.seed)
         self.totals: Counter = Counter()
         """Work done by this engine: forward_images, captions, caption_failures, llm_calls, images_generated."""
-        self._dataset = ...
+        self.dataset = dataset
         self._mask_names: list[str] = []
 
     @property
@@ -149,16 +150,16 @@ class DndEngine:
         self._mask_names = list(self.probe.primitive_names or PRIMITIVES)
         if self.probe.primitive_names is None:
             return {}
-        if self._dataset is ...:
+        if self.dataset is ...:
             from sae_lab.report.inputs import open_split
 
             try:
-                self._dataset = open_split(self.loaded.classifier, None, self.probe.split, self.s.batch_size,
+                self.dataset = open_split(self.loaded.classifier, None, self.probe.split, self.s.batch_size,
                                            self.loaded.roots)[1]  # fmt: skip
             except (OSError, ValueError) as e:
                 logger.warning("no primitive masks for the crops (%s); crops keep their parent's primitives", e)
-                self._dataset = None
-        return probe_masks(self._dataset, self.probe, idx, len(self._mask_names)) if self._dataset else {}
+                self.dataset = None
+        return probe_masks(self.dataset, self.probe, idx, len(self._mask_names)) if self.dataset else {}
 
     # ----------------------------------------------------------------------------------------------- 2. caption
     def caption(self, works: list[LatentWork]) -> None:
