@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sae_lab.explainers.patches import PatchSettings, run_patches  # noqa: E402
 from sae_lab.explainers.patches.occlusion import SaeScorer, occlude, positions  # noqa: E402
 from sae_lab.explainers.probe import probe_set  # noqa: E402
-from sae_lab.run import GT_AUC, RunFiles, load_run, read_neurons  # noqa: E402
+from sae_lab.run import GT_AUC, ExplanationStore, RunFiles, load_run, read_neurons  # noqa: E402
 
 
 def sharing(args, loaded, files, neurons) -> tuple[float, float]:
@@ -58,6 +58,7 @@ def sharing(args, loaded, files, neurons) -> tuple[float, float]:
     size = int(probe.images.shape[-1])
     per_image = len(positions(size, s.occluder, s.stride)) ** 2 + 1
 
+    occlude(SaeScorer(net, sae, latents), probe.images[used[:2]], s.occluder, s.stride, s.batch_size)  # warm-up
     t0 = time.perf_counter()
     shared = occlude(SaeScorer(net, sae, latents), probe.images[used], s.occluder, s.stride, s.batch_size)
     shared_s = time.perf_counter() - t0
@@ -88,7 +89,34 @@ def sharing(args, loaded, files, neurons) -> tuple[float, float]:
     return per_forward / shared.forward_images, per_s / shared_s
 
 
-def quality(args, files, neurons, paths) -> None:
+def localisation(loaded, records, neurons) -> tuple[list[float], list[float], list[float]]:
+    """Per ground-truth latent: the mean share of its primitive's mask pixels inside the patch boxes, and the mean
+    IoU of the whole image (a patch that localises nothing) and of the patch with the primitive's mask box."""
+    from sae_lab.data.world import PRIMITIVES
+    from sae_lab.explainers.patches.outputs import box_iou, load_masks, mask_box
+
+    wanted = [(r, neurons[r.latent].gt_primitive) for r in records if r.ok and r.detail.get("gt_iou") is not None]
+    if not wanted:
+        return [], [], []
+    rows = sorted({row for r, _ in wanted for row in r.detail["rows"]})
+    masks = load_masks(loaded, wanted[0][0].detail["split"], rows)
+    coverage, whole, patch = [], [], []
+    for r, prim in wanted:
+        c, w, q = [], [], []
+        for row, box in zip(r.detail["rows"], r.detail["boxes"]):
+            m = masks[row][PRIMITIVES.index(prim)]
+            if m.any():
+                x0, y0, x1, y1 = box
+                c.append(float(m[y0:y1, x0:x1].sum() / m.sum()))
+                w.append(box_iou((0, 0, m.shape[1], m.shape[0]), mask_box(m)))
+                q.append(box_iou(tuple(box), mask_box(m)))
+        coverage.append(sum(c) / len(c))
+        whole.append(sum(w) / len(w))
+        patch.append(sum(q) / len(q))
+    return coverage, whole, patch
+
+
+def quality(args, files, neurons, loaded) -> None:
     """Runs ``explain patches`` on the ground-truth latents in a scratch copy of the report and prints the block."""
     matched = [n.latent for n in neurons if not n.dead and n.gt_primitive and (n.gt_auc or 0) >= GT_AUC]
     if args.quality_latents:
@@ -106,9 +134,12 @@ def quality(args, files, neurons, paths) -> None:
             shutil.copytree(files.root / "probe", scratch / "probe")
         t0 = time.perf_counter()
         settings = PatchSettings(run=str(scratch), latents=",".join(map(str, matched)),
-                                 sae=str(paths.sae_dir.resolve()), classifier=str(Path(paths.classifier).resolve()))  # fmt: skip
+                                 sae=str(loaded.paths.sae_dir.resolve()),
+                                 classifier=str(Path(loaded.paths.classifier).resolve()))  # fmt: skip
         block = run_patches(settings)
         seconds = time.perf_counter() - t0
+        records = list(ExplanationStore(scratch, "patches").latest().values())
+        coverage, whole, patch = localisation(loaded, records, {n.latent: n for n in neurons})
 
     def fmt(x):
         return f"{x['mean']:.3f} ± {x['se'] or 0:.3f} (n={x['n']})" if x["mean"] is not None else f"- (n={x['n']})"
@@ -118,6 +149,11 @@ def quality(args, files, neurons, paths) -> None:
     print(f"  best phrase names the ground-truth primitive: strict {fmt(block['named_strict'])}, "
           f"lenient {fmt(block['named_lenient'])}")  # fmt: skip
     print(f"  patch box IoU with the primitive's mask box: {fmt(block['gt_iou'])}")
+    if patch:
+        n = len(patch)
+        print(f"  over the {n} latents whose top images show their primitive: patch IoU {sum(patch) / n:.3f}, "
+              f"whole-image IoU {sum(whole) / n:.3f} (no localisation), share of the primitive's strokes inside the "
+              f"patch {sum(coverage) / n:.3f}")  # fmt: skip
 
 
 def main() -> int:
@@ -136,7 +172,7 @@ def main() -> int:
     neurons = read_neurons(files)
     loaded = load_run(args.run, device="cpu")
     forward_ratio, wall_ratio = sharing(args, loaded, files, neurons)
-    quality(args, files, neurons, loaded.paths)
+    quality(args, files, neurons, loaded)
     print(f"forward_ratio={forward_ratio:.2f} wall_ratio={wall_ratio:.2f}")
     return 0
 
