@@ -7,7 +7,7 @@ imported here: settings and run functions are named as ``"module:attribute"`` an
 
 from __future__ import annotations
 
-from sae_lab.commands import cache_tokens, quickstart, report, serve, why, world
+from sae_lab.commands import cache_tokens, export, quickstart, report, serve, why, world
 from sae_lab.commands.explain import ExplainCommand, MethodAlias
 from sae_lab.commands.framework import ArgparseCommand, SettingsCommand
 
@@ -38,6 +38,7 @@ COMMANDS: dict = {
     "evaluate": SettingsCommand(
         EVALUATE_HELP, "sae_lab.evaluate:EvaluateSettings", "sae_lab.evaluate:run_evaluate", prog=f"{PROG} evaluate"
     ),
+    "export": SettingsCommand(export.HELP, export.ExportSettings, export.run_export, prog=f"{PROG} export"),
     # Still argparse (their own modules' add_arguments / run).
     "why": ArgparseCommand(why.__name__, why.HELP, prog=f"{PROG} why"),
     "serve": ArgparseCommand(serve.__name__, serve.HELP, prog=f"{PROG} serve"),

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from sae_lab.models import hub
 from sae_lab.models.sparse_kernels import SparseDecode, TopKEncode
 from sae_lab.run.files import SAE_CFG, SAE_WEIGHTS
 from sae_lab.run.io import atomic_write_text
@@ -270,6 +271,19 @@ class TopKSAE(nn.Module):
         )
         sae.load_state_dict(tensors)
         return sae
+
+    @classmethod
+    def from_pretrained(cls, name: str | Path, device: torch.device | str = "cpu", **hub_kw) -> "TopKSAE":
+        """An SAE from an export folder or a Hugging Face Hub repo (``owner/name``, ``hf://owner/name/subfolder``),
+        checked first; ``hub_kw``: subfolder, revision, cache_dir, local_files_only (:mod:`sae_lab.models.hub`)."""
+        folder = hub.resolve_sae_folder(name, **hub_kw)
+        hub.check_sae_files(folder, SaeConfig)
+        return cls.load_from_disk(folder, device)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Writes the folder :meth:`from_pretrained` reads (to share it: ``hf upload owner/name PATH``)."""
+        self.save_to_disk(path)
+        return Path(path)
 
     @property
     def device(self) -> torch.device:

@@ -94,6 +94,10 @@ def resolve_run(
     """
     if run is None and sae is None:
         run = DEFAULT_RUN
+    if sae is not None:  # a Hub id (owner/name, hf://owner/name/sub) → its local snapshot; a path stays as is
+        from sae_lab.models.hub import resolve_sae_folder  # here: models.hub imports the run package
+
+        sae = resolve_sae_folder(sae)
     run_dir = _run_dir(run)
     facts = _report_facts(run_dir)
     anchors = [p for p in (run_dir,) if p is not None]
