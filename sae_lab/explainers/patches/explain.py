@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from torch import Tensor
 
-from sae_lab.explainers.patches.occlusion import SaeScorer, occlude_pairs, patch_box, pixel_map
+from sae_lab.explainers.patches.cache import DropCache
+from sae_lab.explainers.patches.occlusion import PairDrops, SaeScorer, occlude_pairs, patch_box, pixel_map, positions
 from sae_lab.explainers.patches.outputs import crop_image, inside, patch_iou, write_latent_pngs
 from sae_lab.explainers.patches.settings import PatchSettings
 from sae_lab.explainers.patches.vocabulary import Vocabulary, merge
@@ -45,6 +46,8 @@ class ChunkInputs(NamedTuple):
     """The run's :class:`~sae_lab.run.files.RunFiles`."""
     ablation: dict[int, list[dict]]
     """Latent → its top accuracy drops."""
+    cache: DropCache | None = None
+    """Occlusion maps already computed (None: occlude everything)."""
 
 
 @dataclass
@@ -83,15 +86,35 @@ def rank_phrases(presence: np.ndarray, phrases: list[str], k: int = 3) -> list[d
     return out
 
 
+def chunk_drops(x: ChunkInputs, s: PatchSettings) -> tuple[PairDrops, dict[int, float]]:
+    """The occlusion map of every (latent, top image) pair of the chunk, from the cache or one shared occlusion of
+    the images some pair still needs (then cached); and each latent's share of the forward images run (an image's
+    variants split evenly among the latents that needed it)."""
+    rows = {j: int(x.probe.rows[j]) for js in x.tops.values() for j in js}
+    cached = x.cache.maps() if x.cache is not None else {}
+    missing = {i: [j for j in js if (i, rows[j]) not in cached] for i, js in x.tops.items()}
+    missing = {i: js for i, js in missing.items() if js}
+    offsets = positions(int(x.probe.images.shape[-1]), s.occluder, s.stride)
+    drops = {(i, j): cached[(i, rows[j])] for i, js in x.tops.items() for j in js if (i, rows[j]) in cached}
+    if not missing:
+        return PairDrops(drops, offsets, 0, 0), {}
+    need = list(missing)
+    scorer = SaeScorer(x.loaded.classifier.net, x.loaded.sae, need)
+    occ = occlude_pairs(scorer, x.probe.images, missing, need, s.occluder, s.stride, s.batch_size)
+    if x.cache is not None:
+        x.cache.put({(i, rows[j]): d for (i, j), d in occ.drops.items()})
+    users = Counter(j for js in missing.values() for j in js)
+    per_image = occ.forward_images / occ.images
+    share = {i: sum(per_image / users[j] for j in js) for i, js in missing.items()}
+    return PairDrops({**drops, **occ.drops}, offsets, occ.forward_images, occ.images), share
+
+
 def explain_chunk(x: ChunkInputs, s: PatchSettings) -> ChunkOutcome:
     """Explains the latents of ``x.tops`` together (see the module docstring)."""
     from sae_lab.evaluate.naming import has_ground_truth
 
     probe, latents = x.probe, list(x.tops)
-    scorer = SaeScorer(x.loaded.classifier.net, x.loaded.sae, latents)
-    occ = occlude_pairs(scorer, probe.images, x.tops, latents, s.occluder, s.stride, s.batch_size)
-    per_image = occ.forward_images / occ.images
-    image_users = Counter(j for js in x.tops.values() for j in js)
+    occ, share = chunk_drops(x, s)
 
     keys: dict[tuple, int] = {}  # (image, box) → patch index: one crop scored once however many latents share it
     crops, boxes = [], {}
@@ -151,7 +174,7 @@ def explain_chunk(x: ChunkInputs, s: PatchSettings) -> ChunkOutcome:
             reason=None if ok else NOTHING_PRESENT,
             candidates=ranked,
             detail=detail,
-            forward_images=sum(per_image / image_users[j] for j in tops),
+            forward_images=share.get(i, 0.0),
             vlm_images=sum(1 / patch_users[r] for r in set(rows)),
         )
     return out

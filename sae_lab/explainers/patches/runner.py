@@ -17,6 +17,7 @@ import torch
 
 from sae_lab.explainers.base import choose_latents
 from sae_lab.explainers.patches.ablation import ablation_drops, top_drops
+from sae_lab.explainers.patches.cache import DropCache
 from sae_lab.explainers.patches.explain import ChunkInputs, explain_chunk
 from sae_lab.explainers.patches.settings import PatchSettings
 from sae_lab.explainers.patches.vocabulary import class_vocabularies
@@ -125,6 +126,9 @@ def _explain(s: PatchSettings, files: RunFiles, todo: list[int], store: Explanat
                                    files.method_dir(METHOD) / "vocabulary", s.max_retries, s.seed)  # fmt: skip
         llm_calls = sum(v.llm_calls for v in vocab.values())
         held = parts["heldout"]
+        key = {"sae": loaded.sae_id, "split": probe.split, "size": int(probe.images.shape[-1]), "occluder": s.occluder,
+               "stride": s.stride, "version": 1}  # fmt: skip
+        cache = DropCache(files.method_dir(METHOD) / "occlusion", key)
         shared = time.perf_counter() - t0
         work = {"forward_images": 0, "vlm_images": 0, "llm_calls": llm_calls}
         for start in range(0, len(firing), s.chunk):
@@ -135,7 +139,7 @@ def _explain(s: PatchSettings, files: RunFiles, todo: list[int], store: Explanat
             ablation = {i: top_drops(drops[r], per_class, probe.class_names, s.ablation_classes)
                         for r, i in enumerate(chunk)}  # fmt: skip
             inputs = ChunkInputs(loaded, probe, {i: tops[i] for i in chunk}, masks, vocab, perception, neurons,
-                                 files, ablation)  # fmt: skip
+                                 files, ablation, cache)  # fmt: skip
             results = explain_chunk(inputs, s)
             work["forward_images"] += results.forward_images
             work["vlm_images"] += results.vlm_images

@@ -140,7 +140,7 @@ def class_vocabularies(classes: list[str], llm: str, prompt: str, cache_dir: Pat
     Raises:
         ValueError: an unknown backend spec (the message gives the grammar).
     """
-    if llm.strip().lower() == "offline" and backend is None:
+    if llm.strip().lower().partition(":")[0] == "offline" and backend is None:
         return {c: Vocabulary(c, offline_vocabulary(c), "offline") for c in classes}
     out: dict[str, Vocabulary] = {}
     todo = []

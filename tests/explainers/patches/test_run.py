@@ -74,7 +74,15 @@ def test_end_to_end_offline_and_resume(run_dir):
     assert again["forward_images"] == 0 and again["explained"] == block["explained"]
 
     other = run_patches(PatchSettings(run=str(run_dir), latents="1-2", keep=0.9, **FAST))
-    assert other["forward_images"] > 0 and len(lines(files.explanations("patches"))) == len(first) + 2
+    assert len(lines(files.explanations("patches"))) == len(first) + 2  # other settings: explained again …
+    assert other["forward_images"] == 0  # … from the cached occlusion maps
+    recs = ExplanationStore(run_dir, "patches").latest()
+    assert all(recs[i].cost.forward_images == 0 and recs[i].settings_hash != by[i]["settings_hash"] for i in (1, 2))
+    wider = [(x1 - x0) * (y1 - y0) for i in (1, 2) for x0, y0, x1, y1 in by[i]["detail"]["boxes"]]
+    narrower = [(x1 - x0) * (y1 - y0) for i in (1, 2) for x0, y0, x1, y1 in recs[i].detail["boxes"]]
+    assert all(a <= b for a, b in zip(narrower, wider))  # keep 0.9 ⊆ keep 0.5
+    fresh = run_patches(PatchSettings(run=str(run_dir), latents="1-2", **{**FAST, "stride": 4}))
+    assert fresh["forward_images"] > 0  # another stride: new maps
 
 
 def test_kill_and_resume_gives_the_same_result(classifier_ckpt, tmp_path, monkeypatch):
