@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sae_lab.backends.text import parse_stats_block  # noqa: E402
 from sae_lab.backends.text.remote import RetryPolicy  # noqa: E402
 from sae_lab.explainers.labels import LABELS, label_run  # noqa: E402
-from sae_lab.explainers.labels.labeller import refresh_index  # noqa: E402
+from sae_lab.explainers.labels.run import refresh_index  # noqa: E402
 
 
 class Server(ThreadingHTTPServer):

@@ -43,10 +43,12 @@ def test_unknown_command_is_an_error(capsys):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(REPO)) for c in CONFIGS])
 def test_every_shipped_yaml_parses_and_instantiates(config, tmp_path, request):
-    extra = []
-    if "FeatureTokenDataModule" in config.read_text():  # SAE configs point at a trained classifier
-        extra = ["--data.init_args.classifier", str(request.getfixturevalue("classifier_ckpt"))]
-    args = ["--config", str(config), *extra, "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+    extra, layers = [], ["--config", str(config)]
+    if config.name == "pipeline.yaml":  # a layer on the SAE config beside it
+        layers = ["--config", str(config.with_name("sae.yaml")), *layers]
+    if "FeatureTokenDataModule" in config.read_text() or config.name == "pipeline.yaml":
+        extra = ["--data.init_args.classifier", str(request.getfixturevalue("classifier_ckpt"))]  # SAE configs
+    args = [*layers, *extra, "--trainer.accelerator", "cpu", "--trainer.devices", "1",
             "--trainer.precision", "32-true", "--trainer.strategy", "auto",
             "--checkpoint_root", str(tmp_path)]  # fmt: skip
     cli = SaeLabCLI(args=args, run=False)

@@ -29,7 +29,8 @@ class ExplainSettings:
     run: str = "reports/quickstart"
     """The report folder (``reports/<name>``) or a run name."""
     latents: str = "all"
-    """Latents to explain: ``all`` (every live latent), or ids such as ``0-63,70``."""
+    """Latents to explain: ``all`` (every live latent), ``sample:N`` (the seeded sample evaluate scores), or ids
+    such as ``0-63,70``."""
     sae: str | None = None
     """SAE export folder (default: the one the report was written from)."""
     classifier: str | None = None
@@ -48,8 +49,13 @@ class ExplainSettings:
 
     def check(self) -> None:
         """Raises ValueError naming the field when a setting is out of range (subclasses extend it)."""
-        if self.latents.strip() != "all":
-            parse_latents(self.latents)
+        spec = self.latents.strip()
+        if spec.startswith("sample:"):
+            parts = spec.split(":")
+            if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[1:]) or int(parts[1]) < 1:
+                raise ValueError(f"latents: expected sample:N or sample:N:SEED with N >= 1, got {spec!r}")
+        elif spec != "all":
+            parse_latents(spec)
 
 
 @dataclass(frozen=True)
@@ -123,15 +129,30 @@ def parse_latents(spec: str) -> list[int]:
             a = b = -1
         if not part or a < 0 or b < a:
             raise ValueError(f"bad latent range {part!r} in {spec!r}: expected N or A-B with 0 <= A <= B, e.g. 0-63,70")
+        if b >= MAX_LATENT_ID:  # checked before the range is built: 0-99999999999 must not take the memory
+            raise ValueError(f"latent {b} in {spec!r} is beyond any SAE (ids are below {MAX_LATENT_ID})")
         ids.update(range(a, b + 1))
     return sorted(ids)
 
 
+def sample_live(neurons: Sequence[Any], n: int, seed: int = 0) -> list[int]:
+    """A seeded random sample of ``n`` live latents (all when fewer), sorted: chosen from the report alone, never
+    by how well anything explains them (``evaluate`` scores on the same sample)."""
+    import numpy as np
+
+    live = sorted(r.latent for r in neurons if not r.dead)
+    if n >= len(live):
+        return live
+    pick = np.random.default_rng(seed).choice(len(live), size=n, replace=False)
+    return sorted(live[int(i)] for i in pick)
+
+
 def choose_latents(spec: str | Sequence[int], neurons: Sequence[Any]) -> list[int]:
-    """The latents to explain: ``"all"`` → every live latent of the report; ids must exist in the report.
+    """The latents to explain: ``"all"`` → every live latent of the report; ``"sample:N"`` (or ``sample:N:SEED``)
+    → the seeded random sample of N live latents that ``evaluate`` scores; ids must exist in the report.
 
     Args:
-        spec: ``"all"``, an id string, or a list of ids.
+        spec: ``"all"``, ``"sample:N[:SEED]"``, an id string, or a list of ids.
         neurons: the report's :class:`~sae_lab.run.records.NeuronRecord` list.
 
     Raises:
@@ -140,11 +161,20 @@ def choose_latents(spec: str | Sequence[int], neurons: Sequence[Any]) -> list[in
     known = {n.latent for n in neurons}
     if isinstance(spec, str) and spec.strip() == "all":
         return [n.latent for n in neurons if not n.dead]
+    if isinstance(spec, str) and spec.strip().startswith("sample:"):
+        parts = spec.strip().split(":")
+        if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[1:]) or int(parts[1]) < 1:
+            raise ValueError(f"latents: expected sample:N or sample:N:SEED with N >= 1, got {spec!r}")
+        return sample_live(neurons, int(parts[1]), int(parts[2]) if len(parts) == 3 else 0)
     ids = parse_latents(spec) if isinstance(spec, str) else sorted({int(i) for i in spec})
     missing = [i for i in ids if i not in known]
     if missing:
         raise ValueError(f"latents {missing[:10]} are not in the report (it has {len(known)} latents)")
     return ids
+
+
+MAX_LATENT_ID = 1 << 24
+"""Ids at or above this are refused before any range is expanded."""
 
 
 def settings_fields(settings_cls: type) -> list[str]:

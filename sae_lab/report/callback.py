@@ -39,14 +39,25 @@ class ReportCallback(L.Callback):
         """The report.json dict once written (rank 0)."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # Fail before training (and before the module's own setup), not after it.
-        if stage == "fit" and RunFiles(self.run_dir).has_report() and not self.settings.overwrite:
+        self.skip = False
+        self._exists = stage == "fit" and RunFiles(self.run_dir).has_report() and not self.settings.overwrite
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Before training: a resumed fit (--ckpt_path) keeps the report it wrote and lets the stages after it
+        # continue; a new fit refuses to overwrite one.
+        if getattr(self, "_exists", False):
+            if trainer.ckpt_path:
+                self.skip = True
+                return
             raise FileExistsError(
                 f"{self.run_dir} already holds a report (neurons.jsonl); set overwrite: true on ReportCallback"
             )
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from sae_lab.report.pipeline import build_report
+
+        if getattr(self, "skip", False):
+            return
 
         sae, clf = getattr(pl_module, "sae", None), getattr(pl_module, "classifier", None)
         if sae is None or clf is None:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from sae_lab.backends.text import TextBackend, make_backend
 from sae_lab.backends.text.remote import RetryPolicy
-from sae_lab.explainers.base import ExplainSettings, parse_latents
+from sae_lab.explainers.base import ExplainSettings, choose_latents, parse_latents
 from sae_lab.explainers.labels.labeller import MAX_NEW_TOKENS, Labeller
 from sae_lab.explainers.labels.prompt import make_task
 from sae_lab.run import ExplanationStore, LabelRecord, LabelStore, RunFiles, read_neurons
@@ -187,9 +187,12 @@ def label_run(
     if concurrency < 1 or max_retries < 0 or timeout <= 0 or max_new_tokens < 1:
         raise ValueError("need concurrency >= 1, max_retries >= 0, timeout > 0 and max_new_tokens >= 1")
     files = RunFiles(run_dir)
+    neurons = read_neurons(files)
     if isinstance(latents, str):
-        latents = None if latents.strip() == "all" else parse_latents(latents)
-    chosen = select_neurons(read_neurons(files), latents, include_dead)
+        spec = latents.strip()
+        latents = None if spec == "all" else choose_latents(spec, neurons) if spec.startswith("sample:") else (
+            parse_latents(spec))  # fmt: skip
+    chosen = select_neurons(neurons, latents, include_dead)
     owned = not isinstance(llm, TextBackend)
     if owned:
         try:
