@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import torch
 
 
 def to_jsonable(value: Any, ndigits: int | None = None, strict: bool = True) -> Any:
@@ -19,7 +19,8 @@ def to_jsonable(value: Any, ndigits: int | None = None, strict: bool = True) -> 
     Raises:
         TypeError: a value of another type when `strict` (otherwise it is passed through).
     """
-    if isinstance(value, (torch.Tensor, np.ndarray)):
+    torch = sys.modules.get("torch")  # not imported here: a value can only be a tensor once torch is loaded
+    if isinstance(value, np.ndarray) or (torch is not None and isinstance(value, torch.Tensor)):
         value = value.tolist()
     elif isinstance(value, np.generic):
         value = value.item()

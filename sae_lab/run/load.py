@@ -12,10 +12,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from sae_lab.run.files import SAE_CFG, SAE_WEIGHTS, RunFiles, is_sae_dir
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
