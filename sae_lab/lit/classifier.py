@@ -26,6 +26,8 @@ class ClassifierModule(L.LightningModule):
         weight_decay: AdamW weight decay.
         warmup_fraction: share of the steps spent warming up.
         label_smoothing: cross-entropy label smoothing.
+        channels_last: keep weights and inputs in channels-last memory format (faster convolutions on CPUs with
+            oneDNN and on tensor-core GPUs; see benchmarks/classifier_speed.py).
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class ClassifierModule(L.LightningModule):
         weight_decay: float = 0.05,
         warmup_fraction: float = 0.05,
         label_smoothing: float = 0.1,
+        channels_last: bool = False,
     ):
         super().__init__()
         if class_names is not None and num_classes is not None and len(class_names) != num_classes:
@@ -55,6 +58,8 @@ class ClassifierModule(L.LightningModule):
     def _build(self, num_classes: int) -> None:
         hp = self.hparams
         self.net = SketchResNet(num_classes, hp.stem_stride, hp.maxpool, hp.last_stride, hp.layer, hp.pretrained)
+        if hp.get("channels_last"):
+            self.net = self.net.to(memory_format=torch.channels_last)
         self.metrics = torch.nn.ModuleDict(
             {
                 f"{split}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
@@ -81,6 +86,8 @@ class ClassifierModule(L.LightningModule):
             self.hparams.class_names = names
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.get("channels_last"):
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def model_step(self, batch, split: str):
