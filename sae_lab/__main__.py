@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 from sae_lab.commands import COMMANDS
-from sae_lab.commands.framework import ArgparseCommand
 
 # Kept here rather than imported from sae_lab.cli, so that other commands start without importing Lightning.
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -23,7 +22,7 @@ Pipeline commands:
 
 Their options are their settings' fields: `--batch-size 64` (or --batch_size), bools as flags (`--overwrite`,
 `--no-progress`), `--config FILE.yaml` with the same keys, and `--print_config` shows the settings a command line
-makes ({argparse} still take plain options only).
+makes.
 
 `python -m sae_lab <command> --help` describes each command's options.
 """
@@ -31,8 +30,7 @@ makes ({argparse} still take plain options only).
 
 def usage() -> str:
     pipeline = "\n".join(f"  {name:<12} {cmd.help}" for name, cmd in COMMANDS.items())
-    plain = [name for name, cmd in COMMANDS.items() if isinstance(cmd, ArgparseCommand)]
-    return USAGE.format(pipeline=pipeline, argparse=", ".join(plain) or "none")
+    return USAGE.format(pipeline=pipeline)
 
 
 def main(argv: list[str] | None = None) -> int:

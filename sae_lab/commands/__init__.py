@@ -1,15 +1,16 @@
 """Registry of the pipeline's own commands (`world`, `report`, `explain METHOD`, …).
 
 Each is a :class:`~sae_lab.commands.framework.SettingsCommand` (a settings dataclass + a function taking it; the
-parser comes from the dataclass through jsonargparse) or, until converted, an argparse command. Nothing heavy is
-imported here: settings and run functions are named as ``"module:attribute"`` and imported when a command runs.
+parser comes from the dataclass through jsonargparse), or ``explain``'s dispatcher to one such command per method.
+Nothing heavy is imported here: the command modules import torch only inside their run functions, and other
+settings and run functions are named as ``"module:attribute"`` and imported when a command runs.
 """
 
 from __future__ import annotations
 
 from sae_lab.commands import cache_tokens, export, quickstart, report, serve, why, world
 from sae_lab.commands.explain import ExplainCommand, MethodAlias
-from sae_lab.commands.framework import ArgparseCommand, SettingsCommand
+from sae_lab.commands.framework import SettingsCommand
 
 PROG = "python -m sae_lab"
 EVALUATE_HELP = (
@@ -39,9 +40,10 @@ COMMANDS: dict = {
         EVALUATE_HELP, "sae_lab.evaluate:EvaluateSettings", "sae_lab.evaluate:run_evaluate", prog=f"{PROG} evaluate"
     ),
     "export": SettingsCommand(export.HELP, export.ExportSettings, export.run_export, prog=f"{PROG} export"),
-    # Still argparse (their own modules' add_arguments / run).
-    "why": ArgparseCommand(why.__name__, why.HELP, prog=f"{PROG} why"),
-    "serve": ArgparseCommand(serve.__name__, serve.HELP, prog=f"{PROG} serve"),
-    "quickstart": ArgparseCommand(quickstart.__name__, quickstart.HELP, prog=f"{PROG} quickstart"),
+    "why": SettingsCommand(why.HELP, why.WhySettings, why.run_why, prog=f"{PROG} why", positional="images"),
+    "serve": SettingsCommand(serve.HELP, serve.ServeSettings, serve.run_serve, prog=f"{PROG} serve"),
+    "quickstart": SettingsCommand(
+        quickstart.HELP, quickstart.QuickstartSettings, quickstart.run_quickstart, prog=f"{PROG} quickstart"
+    ),
 }
 """Command name → command; each has ``help``, ``parse(argv)`` (settings, nothing run) and ``call(argv)``."""

@@ -3,7 +3,9 @@
 jsonargparse builds the parser from the dataclass, so the options, their types, defaults and ``--help`` text are
 the settings' own, shared with the Python API and the callbacks. Every command takes ``--config FILE.yaml`` (keys
 are the field names) and ``--print_config``. On the command line a field ``batch_size`` is ``--batch-size`` (or
-``--batch_size``); a bool field is ``--overwrite`` / ``--overwrite false`` / ``--no-overwrite``.
+``--batch_size``); a bool field is ``--overwrite`` / ``--overwrite false`` / ``--no-overwrite``. A command may
+name one list field ``positional``: the bare arguments then fill it (``why a.png pics/`` = ``why --images
+'["a.png", "pics/"]'``), since jsonargparse builds options only.
 
 Settings classes and run functions may be given as ``"module:attribute"`` strings, imported only when the command
 runs, so ``python -m sae_lab --help`` and light commands start without torch or Lightning.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -56,7 +59,7 @@ def _formatter():
 
 
 def settings_parser(settings: type, prog: str, description: str, aliases: Mapping[str, Sequence[str]] = {},
-                    required: Sequence[str] = ()):  # fmt: skip
+                    required: Sequence[str] = (), positional: str | None = None):  # fmt: skip
     """A jsonargparse parser whose options are the fields of the dataclass ``settings``.
 
     Args:
@@ -65,12 +68,15 @@ def settings_parser(settings: type, prog: str, description: str, aliases: Mappin
         description: the text above the options.
         aliases: field → extra option names (e.g. ``{"n_exemplars": ["--exemplars"]}``).
         required: fields the command line must give even though the dataclass has a default for the Python API.
+        positional: a list field that the bare arguments fill (the usage line shows ``images`` as ``IMAGE [IMAGE ...]``).
     """
     import jsonargparse
 
     # Help from the docstring under each field (the settings' style); global, cheap enough for small dataclasses.
     jsonargparse.set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = jsonargparse.ArgumentParser(prog=prog, description=description, formatter_class=_formatter())
+    one = positional.upper().removesuffix("S") if positional else ""  # images → IMAGE [IMAGE ...]
+    usage = f"{prog} {one} [{one} ...] [options]" if positional else None
+    parser = jsonargparse.ArgumentParser(prog=prog, description=description, formatter_class=_formatter(), usage=usage)
     parser.add_argument("--config", action="config", help="YAML file of settings (keys: the field names).")
     parser.add_class_arguments(settings, as_group=False, fail_untyped=True)
     names = {f.name for f in dataclasses.fields(settings)}
@@ -87,9 +93,9 @@ def settings_parser(settings: type, prog: str, description: str, aliases: Mappin
         action.settings_field = True  # shown by its dashed names only (Formatter)
         if action.dest in required:
             action.required = True
-    unknown = (set(aliases) | set(required)) - names
+    unknown = (set(aliases) | set(required) | ({positional} - {None})) - names
     if unknown:
-        raise ValueError(f"aliases/required name fields {sorted(unknown)} that {settings.__name__} does not have")
+        raise ValueError(f"aliases/required/positional name {sorted(unknown)}: not fields of {settings.__name__}")
     return parser
 
 
@@ -109,6 +115,32 @@ def normalise_flags(argv: Sequence[str], bools: set[str]) -> list[str]:
     return out
 
 
+NO_VALUE = frozenset({"-h", "--help", "--print_config", "--print-config"})
+"""Options that take no following value (``--print_config=FLAGS`` takes its flags after ``=``)."""
+
+
+def gather_positionals(argv: Sequence[str], field: str) -> list[str]:
+    """The bare arguments of ``argv`` (not options, not an option's value; all after ``--``) moved into one
+    ``--FIELD=[JSON list]`` at the end, so that they override a ``--config`` file's list. Every option but
+    :data:`NO_VALUE` takes one value: run it after :func:`normalise_flags`, which gives bool flags theirs."""
+    out, bare, argv = [], [], list(argv)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            bare += argv[i + 1 :]
+            break
+        if not arg.startswith("-") or arg == "-":
+            bare.append(arg)
+        else:
+            out.append(arg)
+            if arg not in NO_VALUE and "=" not in arg and i + 1 < len(argv):
+                out.append(argv[i + 1])
+                i += 1
+        i += 1
+    return out + ([f"--{field}={json.dumps(bare)}"] if bare else [])
+
+
 @dataclasses.dataclass(frozen=True)
 class SettingsCommand:
     """A command made of a settings dataclass and a function taking it."""
@@ -125,12 +157,15 @@ class SettingsCommand:
     """Field → extra option names kept from earlier versions of the command."""
     required: Sequence[str] = ()
     """Fields the command line must give."""
+    positional: str | None = None
+    """A list field that the command line's bare arguments fill (``why IMAGE [IMAGE ...]``)."""
 
     def settings_class(self) -> type:
         return resolve(self.settings)
 
     def parser(self):
-        return settings_parser(self.settings_class(), self.prog, self.help, self.aliases, self.required)
+        return settings_parser(self.settings_class(), self.prog, self.help, self.aliases, self.required,
+                               self.positional)  # fmt: skip
 
     def parse(self, argv: Sequence[str]) -> Any:
         """The settings the command line ``argv`` asks for, checked, without running anything (a dry run).
@@ -142,7 +177,8 @@ class SettingsCommand:
         cls, parser = self.settings_class(), self.parser()
         names = [f.name for f in dataclasses.fields(cls)]
         bools = {a.dest for a in parser._actions if a.dest in names and _is_bool(a)}
-        cfg = parser.parse_args(normalise_flags(argv, bools))
+        argv = normalise_flags(argv, bools)
+        cfg = parser.parse_args(gather_positionals(argv, self.positional) if self.positional else argv)
         settings = cls(**{name: cfg[name] for name in names if name in cfg})
         check = getattr(settings, "check", None)
         if callable(check):
@@ -160,36 +196,4 @@ class SettingsCommand:
 
 def print_block(block: Mapping[str, Any]) -> None:
     """A summary block as one JSON line (what the stage adds to ``summary.json``)."""
-    import json
-
     print(json.dumps(dict(block), default=str), flush=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class ArgparseCommand:
-    """A command still written with plain argparse: a module with ``HELP``, ``add_arguments(parser)`` and
-    ``run(args)``, imported when used."""
-
-    module: str
-    """The module, e.g. ``sae_lab.commands.why``."""
-    help: str
-    """One line for ``python -m sae_lab --help``."""
-    prog: str = "python -m sae_lab"
-    """The usage line's program name."""
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        importlib.import_module(self.module).add_arguments(parser)
-
-    def run(self, args: argparse.Namespace) -> int | None:
-        return importlib.import_module(self.module).run(args)
-
-    def parser(self) -> argparse.ArgumentParser:
-        parser = argparse.ArgumentParser(prog=self.prog, description=self.help)
-        self.add_arguments(parser)
-        return parser
-
-    def parse(self, argv: Sequence[str]) -> argparse.Namespace:
-        return self.parser().parse_args(list(argv))
-
-    def call(self, argv: Sequence[str]) -> int:
-        return int(self.run(self.parse(argv)) or 0)

@@ -6,10 +6,10 @@ interrupted quickstart started again continues where it stopped.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from sae_lab.run.files import SAE_CFG, SAE_WEIGHTS, RunFiles
@@ -38,11 +38,24 @@ SMOKE_SAE = [
 ]  # fmt: skip
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", default=".", help="folder that receives checkpoints/, reports/ and data_cache/")
-    p.add_argument("--accelerator", default="cpu", help="Lightning accelerator (cpu, gpu, auto)")
-    p.add_argument("--force", action="store_true", help="re-run stages that already finished")
-    p.add_argument("--smoke", action="store_true", help="a tiny, fast run that checks the plumbing (for tests)")
+@dataclass(frozen=True)
+class QuickstartSettings:
+    """Where the quickstart writes, on what hardware, and whether it starts over or only checks the plumbing."""
+
+    root: str = "."
+    """Folder that receives checkpoints/, reports/ and data_cache/."""
+    accelerator: str = "cpu"
+    """Lightning accelerator of the two fits (cpu, gpu, auto)."""
+    force: bool = False
+    """Re-run stages that already finished."""
+    smoke: bool = False
+    """A tiny, fast run that checks the plumbing (for tests)."""
+
+    def __post_init__(self):
+        if not self.accelerator.strip():
+            raise ValueError("accelerator must name a Lightning accelerator (cpu, gpu, auto), got ''")
+        if Path(self.root).exists() and not Path(self.root).is_dir():
+            raise ValueError(f"root must be a folder, got the file {self.root}")
 
 
 def run_fit(cli_args: list[str]):
@@ -59,8 +72,8 @@ def run_fit(cli_args: list[str]):
 class Quickstart:
     """The stages, in order; each returns its summary.json block."""
 
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
+    def __init__(self, args: QuickstartSettings):
+        self.args = args  # the settings; named args since the stages read self.args.smoke etc.
         self.root = Path(args.root)
         self.ckpt_root = self.root / "checkpoints"
         self.run_dir = self.ckpt_root / "quickstart"
@@ -213,8 +226,9 @@ class Quickstart:
         return update_summary(self.summary_path, "total_seconds", round(time.perf_counter() - t0 + skipped, 1))
 
 
-def run(args: argparse.Namespace) -> int:
-    summary = Quickstart(args).run()
-    where = RunFiles(Path(args.root) / "reports" / "quickstart").summary
+def run_quickstart(s: QuickstartSettings) -> int:
+    """Runs every stage (resuming finished ones) and says where the figures are."""
+    summary = Quickstart(s).run()
+    where = RunFiles(Path(s.root) / "reports" / "quickstart").summary
     print(f"[quickstart] done in {summary['total_seconds']:.0f}s; figures in {where}")
     return 0

@@ -2,47 +2,79 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
+from dataclasses import dataclass
+from typing import Literal
 
 HELP = "serve why over HTTP with LitServe: POST /why (PNG/JPEG upload or base64 JSON), GET /health"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sae_lab.inference.server import MAX_BYTES, MAX_PIXELS, MAX_SIDE
+@dataclass(frozen=True)
+class ServeSettings:
+    """The run whose SAE answers ``POST /why``, where the server listens, and its limits and batching."""
 
-    p.add_argument("--run", default=None, help="report folder or run name (default: quickstart, or none with --sae)")
-    p.add_argument("--sae", default=None, help="SAE export folder (default: the run's, checkpoints/<run>/sae)")
-    p.add_argument("--classifier", default=None, help="classifier checkpoint (default: the one the SAE records)")
-    p.add_argument("--host", default="127.0.0.1", choices=("127.0.0.1", "0.0.0.0", "::"),
-                   help="address to listen on (0.0.0.0: every interface)")  # fmt: skip
-    p.add_argument("--port", type=int, default=8000, help="TCP port (1024–65535)")
-    p.add_argument("--top", type=int, default=5, help="latents listed per answer")
-    p.add_argument("--llm", default=None, help="text backend that rewords the sentence (default: the template)")
-    p.add_argument("--max-bytes", type=int, default=MAX_BYTES, help="largest request body in bytes (413 above)")
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="largest image, width × height (413 above)")
-    p.add_argument("--max-side", type=int, default=MAX_SIDE, help="largest image width or height (413 above)")
-    p.add_argument("--max-batch-size", type=int, default=8, help="requests explained together")
-    p.add_argument("--batch-timeout", type=float, default=0.005, help="seconds to wait for a batch to fill")
-    p.add_argument("--workers", type=int, default=1, help="inference worker processes")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: torch's)")
-    p.add_argument("--timeout", type=float, default=60, help="seconds a request may wait before a 504")
-    p.add_argument("--accelerator", default="cpu", choices=("cpu", "cuda", "auto"), help="where the models run")
-    p.add_argument("--log-level", default="warning", help="uvicorn / LitServe log level")
+    run: str | None = None
+    """Report folder or run name (None: quickstart, or none with --sae)."""
+    sae: str | None = None
+    """SAE export folder (None: the run's, checkpoints/<run>/sae)."""
+    classifier: str | None = None
+    """Classifier checkpoint (None: the one the SAE records)."""
+    host: Literal["127.0.0.1", "0.0.0.0", "::"] = "127.0.0.1"
+    """Address to listen on (127.0.0.1: this machine only; 0.0.0.0: every IPv4 interface; '::': every one)."""
+    port: int = 8000
+    """TCP port (1024–65535)."""
+    top: int = 5
+    """Latents listed per answer."""
+    llm: str | None = None
+    """Text backend that rewords the sentence, e.g. openai:<model>@<url> (None: the template)."""
+    # The limits' None is stated in their help, not imported (the server module imports torch and LitServe; --help
+    # must not); a test keeps the stated figures equal to sae_lab.inference.server's.
+    max_bytes: int | None = None
+    """Largest request body in bytes, 413 above (None: the server's limit, 10 MiB)."""
+    max_pixels: int | None = None
+    """Largest image, width × height, 413 above (None: the server's limit, 16 000 000)."""
+    max_side: int | None = None
+    """Largest image width or height, 413 above (None: the server's limit, 8192)."""
+    max_batch_size: int = 8
+    """Requests explained together."""
+    batch_timeout: float = 0.005
+    """Seconds to wait for a batch to fill."""
+    workers: int = 1
+    """Inference worker processes."""
+    threads: int | None = None
+    """Torch threads per worker (None: torch's default)."""
+    timeout: float = 60
+    """Seconds a request may wait before a 504."""
+    accelerator: Literal["cpu", "cuda", "auto"] = "cpu"
+    """Where the models run."""
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "warning"
+    """uvicorn / LitServe log level."""
+
+    def __post_init__(self):
+        if not 1024 <= self.port <= 65535:
+            raise ValueError(f"port must be in 1024..65535, got {self.port}")
+        if self.top < 0:
+            raise ValueError(f"top must be >= 0, got {self.top}")
+        for name in ("max_batch_size", "workers", "threads", "max_bytes", "max_pixels", "max_side"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.batch_timeout < 0 or self.timeout <= 0:
+            raise ValueError(f"batch_timeout must be >= 0 and timeout > 0, got {self.batch_timeout}, {self.timeout}")
+
+    def limits(self) -> dict[str, int]:
+        """The request limits given (the server's own apply to the others)."""
+        return {k: getattr(self, k) for k in ("max_bytes", "max_pixels", "max_side") if getattr(self, k) is not None}
 
 
-def run(args: argparse.Namespace) -> int:
+def run_serve(s: ServeSettings) -> int:
+    """Loads the run, then serves until Ctrl+C or SIGTERM."""
     from sae_lab.inference.server import build_server
 
-    if not 1024 <= args.port <= 65535:
-        raise ValueError(f"--port must be in 1024..65535, got {args.port}")
-    if args.top < 0 or args.max_batch_size < 1 or args.workers < 1:
-        raise ValueError("--top must be >= 0, --max-batch-size and --workers >= 1")
-    server = build_server(args.run, args.sae, args.classifier, top=args.top, llm=args.llm, max_bytes=args.max_bytes,
-                          max_pixels=args.max_pixels, max_side=args.max_side, max_batch_size=args.max_batch_size,
-                          batch_timeout=args.batch_timeout, workers=args.workers, threads=args.threads,
-                          timeout=args.timeout, accelerator=args.accelerator)  # fmt: skip
+    server = build_server(s.run, s.sae, s.classifier, top=s.top, llm=s.llm, max_batch_size=s.max_batch_size,
+                          batch_timeout=s.batch_timeout, workers=s.workers, threads=s.threads, timeout=s.timeout,
+                          accelerator=s.accelerator, **s.limits())  # fmt: skip
     main_pid = os.getpid()
 
     def stop(signum, frame):  # SIGTERM shuts down like Ctrl+C: LitServe then stops its workers too
@@ -52,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (`cmd &`)
-    host = "[::1]" if args.host == "::" else args.host
-    print(f"serving POST http://{host}:{args.port}/why and GET /health (Ctrl+C stops)", flush=True)
-    server.run(host=args.host, port=args.port, generate_client_file=False, num_api_servers=1,
-               log_level=args.log_level)  # fmt: skip
+    host = "[::1]" if s.host == "::" else s.host
+    print(f"serving POST http://{host}:{s.port}/why and GET /health (Ctrl+C stops)", flush=True)
+    server.run(host=s.host, port=s.port, generate_client_file=False, num_api_servers=1,
+               log_level=s.log_level)  # fmt: skip
     return 0

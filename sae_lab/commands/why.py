@@ -1,37 +1,77 @@
-"""`python -m sae_lab why IMG [IMG…]`: why the classifier picked its class, per image (table, or JSON lines)."""
+"""`python -m sae_lab why IMAGE [IMAGE…]`: why the classifier picked its class, per image (table, or JSON lines)."""
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 HELP = "explain single predictions: class, top-5, the top SAE latents with their labels and exact logit shares"
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 """Files taken from a folder (a file named explicitly is always tried)."""
+METHOD_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+"""A valid explanation method name (the stem of explanations/<method>.jsonl)."""
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sae_lab.data.images import MAX_PIXELS
+@dataclass(frozen=True)
+class WhySettings:
+    """Images to explain, the run whose SAE and explanations explain them, and how the answers are shown."""
 
-    p.add_argument("images", nargs="+", metavar="IMG",
-                   help="image files (PNG/JPEG/…), folders (their image files) or glob patterns ('sketches/**/*.png')")  # fmt: skip
-    p.add_argument("--run", default=None,
-                   help="report folder or run name whose SAE and labels to use (default: quickstart, or none with --sae)")  # fmt: skip
-    p.add_argument("--sae", default=None, help="SAE export folder (default: the run's, checkpoints/<run>/sae)")
-    p.add_argument("--classifier", default=None, help="classifier checkpoint (default: the one the SAE records)")
-    p.add_argument("--json", action="store_true", help="one JSON object per image and line (schema in the README)")
-    p.add_argument("--top", type=int, default=5, help="latents listed per image")
-    p.add_argument("--rank-by", choices=("contribution", "abs"), default="contribution",
-                   help="order of the latents: largest push towards the class, or largest |contribution|")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="largest image accepted (width × height)")
-    p.add_argument("--llm", default=None,
-                   help="text backend that rewords the sentence (e.g. openai:<model>@<url>, hf:<id>); default: template")  # fmt: skip
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 …")
+    images: list[str]
+    """Image files (PNG/JPEG/…), folders (their image files) or glob patterns ('sketches/**/*.png'); on the
+    command line usually the bare arguments: why a.png pics/ 'more/*.png'."""
+    run: str | None = None
+    """Report folder or run name whose SAE and explanations to use (None: quickstart, or none with --sae)."""
+    sae: str | None = None
+    """SAE export folder (None: the run's, checkpoints/<run>/sae)."""
+    classifier: str | None = None
+    """Classifier checkpoint (None: the one the SAE records)."""
+    explanations: str | None = None
+    """Explanation methods whose text labels a latent, comma-separated in order of preference, e.g. line,labels
+    (None: sae_lab.run.DEFAULT_PREFERENCE, then any other method of the run)."""
+    json: bool = False
+    """One JSON object per image and line (schema in the README) instead of a table."""
+    top: int = 5
+    """Latents listed per image."""
+    rank_by: Literal["contribution", "abs"] = "contribution"
+    """Order of the latents: largest push towards the class, or largest |contribution|."""
+    batch_size: int = 32
+    """Images per forward pass."""
+    max_pixels: int | None = None
+    """Largest image accepted, width × height (None: the image loader's limit, 64 000 000)."""
+    # The limit is stated, not imported (sae_lab.data.images imports torch; --help must not); a test keeps it true.
+    llm: str | None = None
+    """Text backend that rewords the sentence, e.g. openai:<model>@<url> or hf:<id> (None: the template)."""
+    device: str = "cpu"
+    """Where the models run: cpu, cuda, cuda:1 …"""
+
+    def __post_init__(self):
+        if isinstance(self.images, str):  # the Python API given one path
+            object.__setattr__(self, "images", [self.images])
+        if not self.images:
+            raise ValueError("images must name at least one image file, folder or glob pattern")
+        if self.top < 0:
+            raise ValueError(f"top must be >= 0, got {self.top}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1 (or None), got {self.max_pixels}")
+        bad = [m for m in self.methods or () if not METHOD_NAME.fullmatch(m)]
+        if bad or self.methods == ():
+            raise ValueError(f"explanations must be comma-separated method names (e.g. line,labels), "
+                             f"got {self.explanations!r}")  # fmt: skip
+
+    @property
+    def methods(self) -> tuple[str, ...] | None:
+        """The explanation methods named, in order (None: the default preference)."""
+        if self.explanations is None:
+            return None
+        return tuple(m.strip() for m in self.explanations.split(",") if m.strip())
 
 
 def expand_inputs(specs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -57,28 +97,29 @@ def expand_inputs(specs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     return list(dict.fromkeys(files)), problems
 
 
-def run(args: argparse.Namespace) -> int:
+def run_why(s: WhySettings) -> int:
+    """Explains every image ``s.images`` names and prints the answers; 1 when some input failed, 2 when none
+    could be read."""
     from sae_lab.data.images import ImageDecodeError
     from sae_lab.inference import SaeLab
 
-    if args.top < 0 or args.batch_size < 1:
-        raise ValueError("--top must be >= 0 and --batch-size >= 1")
-    files, problems = expand_inputs(args.images)
+    files, problems = expand_inputs(s.images)
     failed = bool(problems)
 
     def report(name: str, problem: str) -> None:
         print(f"error: {name}: {problem}", file=sys.stderr)
-        if args.json:
+        if s.json:
             print(json.dumps({"image": name, "error": problem}), flush=True)
 
     for spec, problem in problems:
         report(spec, problem)
     if not files:
         return 2
-    lab = SaeLab.load(args.run, sae=args.sae, classifier=args.classifier, device=args.device,
-                      text_backend=args.llm, max_pixels=args.max_pixels)  # fmt: skip
-    for a in range(0, len(files), args.batch_size):
-        chunk = files[a : a + args.batch_size]
+    limits = {} if s.max_pixels is None else {"max_pixels": s.max_pixels}
+    lab = SaeLab.load(s.run, sae=s.sae, classifier=s.classifier, device=s.device, text_backend=s.llm,
+                      explanations=s.methods, **limits)  # fmt: skip
+    for a in range(0, len(files), s.batch_size):
+        chunk = files[a : a + s.batch_size]
         tensors, errors = {}, {}
         for f in chunk:
             try:
@@ -87,9 +128,7 @@ def run(args: argparse.Namespace) -> int:
                 errors[f] = str(e)
         names = [f for f in chunk if f in tensors]
         whys = (
-            iter(lab.why([tensors[f] for f in names], names=names, top=args.top, rank_by=args.rank_by))
-            if names
-            else iter(())
+            iter(lab.why([tensors[f] for f in names], names=names, top=s.top, rank_by=s.rank_by)) if names else iter(())
         )
         for f in chunk:
             if f in errors:
@@ -97,5 +136,5 @@ def run(args: argparse.Namespace) -> int:
                 report(f, errors[f])
                 continue
             why = next(whys)
-            print(json.dumps(why.to_json()) if args.json else why.to_text() + "\n", flush=True)
+            print(json.dumps(why.to_json()) if s.json else why.to_text() + "\n", flush=True)
     return 1 if failed else 0

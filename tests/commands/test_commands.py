@@ -13,7 +13,7 @@ import yaml
 
 from sae_lab.commands import COMMANDS
 from sae_lab.commands.explain import PROG, ExplainCommand, find_explainer, method_command, run_method
-from sae_lab.commands.framework import ArgparseCommand, SettingsCommand, normalise_flags
+from sae_lab.commands.framework import SettingsCommand, gather_positionals, normalise_flags
 from sae_lab.explainers.base import available
 from tests.helpers.common import REPO
 
@@ -24,13 +24,18 @@ CONFIGS = {
     "report": {"sae": "s", "run": "r", "n_exemplars": 4, "knockout_latents": "all", "split": "val"},
     "label": {"run": "r", "include_dead": True, "concurrency": 3},
     "evaluate": {"run": "r", "n_latents": 5, "latents_seed": 3},
+    "why": {"images": ["a.png", "pics/"], "run": "r", "explanations": "labels,line", "json": True, "top": 3},
+    "serve": {"run": "r", "host": "0.0.0.0", "port": 9001, "max_bytes": 1000, "log_level": "info"},
+    "quickstart": {"root": "q", "accelerator": "gpu", "smoke": True},
 }
 """A YAML per command: field → value (a value other than the default)."""
 EXPECTED = {**CONFIGS, "report": {**CONFIGS["report"], "knockout_latents": None}}  # "all" is stored as None
 METHOD_CONFIG = {"run": "r", "latents": "0-3", "seed": 3}
 """The fields every method shares (ExplainSettings)."""
 OVERRIDES = {"world": ("--n-train", "n_train", 20), "cache-tokens": ("--batch-size", "batch_size", 7),
-             "report": ("--exemplars", "n_exemplars", 5), "evaluate": ("--n-latents", "n_latents", 9)}  # fmt: skip
+             "report": ("--exemplars", "n_exemplars", 5), "evaluate": ("--n-latents", "n_latents", 9),
+             "why": ("--top", "top", 7), "serve": ("--port", "port", 9002),
+             "quickstart": ("--accelerator", "accelerator", "auto")}  # fmt: skip
 """Per command an option given after --config, its field and value (methods: --seed)."""
 
 
@@ -81,8 +86,6 @@ def test_explain_help_lists_the_methods(capsys):
 @pytest.mark.parametrize("name", [*CONFIGS, *(f"explain {m}" for m in METHODS)])
 def test_a_config_yaml_gives_the_settings_and_the_command_line_overrides_it(name, tmp_path):
     cmd = commands()[name]
-    if isinstance(cmd, ArgparseCommand):
-        pytest.skip(f"{name} is still an argparse command")
     values = CONFIGS.get(name, METHOD_CONFIG)
     path = tmp_path / "settings.yaml"
     path.write_text(yaml.safe_dump(values))
@@ -107,7 +110,12 @@ def test_an_unknown_config_key_is_named(tmp_path, capsys):
      ("report", ["--sae", "s", "--run", "r", "--split", "holdout"], "split"),
      ("report", ["--run", "r"], "sae"),
      ("cache-tokens", ["--classifier", "c", "--dtype", "int8"], "dtype"),
-     ("explain le", ["--seed", "x"], "seed")],
+     ("explain le", ["--seed", "x"], "seed"),
+     ("why", ["a.png", "--rank-by", "largest"], "rank_by"),
+     ("why", ["--top", "3"], "images"),
+     ("serve", ["--host", "example.org"], "host"),
+     ("serve", ["--port", "http"], "port"),
+     ("quickstart", ["--smoke", "maybe"], "smoke")],
 )  # fmt: skip
 def test_a_value_of_the_wrong_type_is_an_error_naming_the_field(name, argv, field, capsys):
     with pytest.raises(SystemExit) as e:
@@ -122,7 +130,12 @@ def test_a_value_of_the_wrong_type_is_an_error_naming_the_field(name, argv, fiel
      ("report", ["--sae", "s", "--run", "r", "--quantile", "1.5"], "quantile must be in"),
      ("label", ["--run", "r", "--concurrency", "0"], "concurrency"),
      ("label", ["--run", "r", "--latents", "7-3"], "bad latent range"),
-     ("evaluate", ["--run", "r", "--n-latents", "0"], "n_latents")],
+     ("evaluate", ["--run", "r", "--n-latents", "0"], "n_latents"),
+     ("why", ["a.png", "--top", "-1"], "top must be >= 0"),
+     ("why", ["a.png", "--explanations", "line,,Bad!"], "explanations must be"),
+     ("serve", ["--port", "80"], "port must be in 1024..65535"),
+     ("serve", ["--max-side", "0"], "max_side must be >= 1"),
+     ("quickstart", ["--root", __file__], "root must be a folder")],
 )  # fmt: skip
 def test_a_refused_combination_is_a_value_error_naming_the_field(name, argv, message):
     with pytest.raises(ValueError, match=message):
@@ -168,8 +181,42 @@ def test_help_and_light_commands_start_without_torch():
     code = (
         "import sys; from sae_lab.__main__ import main; from sae_lab.commands import COMMANDS; main(['--help']); "
         "COMMANDS['world'].parse(['--out', 'w']); COMMANDS['cache-tokens'].parse(['--classifier', 'c']); "
+        "COMMANDS['why'].parse(['a.png']); COMMANDS['serve'].parse([]); COMMANDS['quickstart'].parse([]); "
         "heavy = {'torch', 'lightning'} & set(sys.modules); assert not heavy, heavy"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"usage: {PROG.rsplit(' ', 1)[0]}" in r.stdout
+
+
+def test_why_takes_bare_image_arguments_anywhere_and_explanation_methods(tmp_path):
+    why = COMMANDS["why"]
+    s = why.parse(["a.png", "--run", "r", "--json", "pics/", "--top", "-0", "more/*.png", "--explanations", "labels"])
+    assert s.images == ["a.png", "pics/", "more/*.png"] and (s.run, s.json, s.top) == ("r", True, 0)
+    assert s.methods == ("labels",) and why.parse(["a.png"]).methods is None  # None: DEFAULT_PREFERENCE
+    assert why.parse(["--explanations", "line, dnd", "--", "--odd.png"]).methods == ("line", "dnd")
+    assert why.parse(["--images", '["x.png"]']).images == ["x.png"]
+    path = tmp_path / "why.yaml"
+    path.write_text(yaml.safe_dump({"images": ["from-config.png"], "top": 2}))
+    assert why.parse(["--config", str(path)]).images == ["from-config.png"]
+    assert why.parse(["--config", str(path), "a.png", "b.png"]).images == ["a.png", "b.png"]  # bare ones win
+    assert gather_positionals(["a", "--x", "v", "--b=true", "-h", "c", "--", "-d"], "images") == [
+        "--x", "v", "--b=true", "-h", '--images=["a", "c", "-d"]']  # fmt: skip
+
+
+def test_stated_default_limits_are_the_libraries_own():
+    """why's and serve's limit fields default to None (their modules import torch); their help states the figure."""
+    from sae_lab.commands.serve import ServeSettings
+    from sae_lab.commands.why import WhySettings
+    from sae_lab.data import images
+    from sae_lab.inference import server
+
+    def stated(settings, field: str) -> int:
+        help_text = {a.dest: a.help for a in SettingsCommand("h", settings, print).parser()._actions}[field]
+        figure = help_text.split("limit, ")[1].split(")")[0]
+        return int(figure.replace(" ", "").replace("MiB", "")) * (2**20 if "MiB" in figure else 1)
+
+    assert stated(WhySettings, "max_pixels") == images.MAX_PIXELS
+    assert stated(ServeSettings, "max_pixels") == server.MAX_PIXELS
+    assert stated(ServeSettings, "max_side") == server.MAX_SIDE
+    assert stated(ServeSettings, "max_bytes") == server.MAX_BYTES
