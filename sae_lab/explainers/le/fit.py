@@ -133,7 +133,7 @@ class _Moments:
         idx = torch.cat([sets, torch.full((b, wd, 1), self.bias_index, dtype=torch.long)], 2)
         g = self.gram[idx.unsqueeze(-1), idx.unsqueeze(-2)]  # (B, W, k+1, k+1)
         h = self.cross[idx, latents.view(b, 1, 1)]  # (B, W, k+1)
-        # A candidate equal to a chosen concept (or constant on the fit images) makes g singular; a ridge far
+        # A candidate collinear with the chosen concepts (a duplicate, a sum of them) makes g singular; a ridge far
         # below the data's scale gives the minimum-norm-like solution with the same predictions.
         ridge = 1e-10 * g.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)
         g = g + ridge[..., None, None] * torch.eye(k + 1, dtype=g.dtype)
