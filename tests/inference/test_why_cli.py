@@ -94,3 +94,23 @@ def test_help_lists_why_and_serve(capsys):
     with pytest.raises(SystemExit):
         main(["why", "--help"])
     assert "--json" in capsys.readouterr().out
+
+
+def test_explanations_pick_the_methods_that_label_the_latents(workspace, classifier_ckpt, tmp_path, capsys):
+    from sae_lab.run import ExplanationRecord, ExplanationStore
+
+    run = make_run(tmp_path, classifier_ckpt, labels=False)
+    argv = ["why", str(workspace / "pics" / "good0.png"), "--run", str(run), "--json", "--top", "2"]
+
+    def labels(*options: str) -> dict:
+        assert main([*argv, *options]) == 0
+        return {lat["id"]: lat["label"] for lat in json.loads(capsys.readouterr().out)["latents"]}
+
+    a, b = labels()  # the two latents shown: explained by both methods (a) and by labels only (b)
+    ExplanationStore(run, "labels").append([ExplanationRecord(a, "labels", "labels a"),
+                                            ExplanationRecord(b, "labels", "labels b")])  # fmt: skip
+    ExplanationStore(run, "line").append([ExplanationRecord(a, "line", "line a")])
+    assert labels() == {a: "line a", b: "labels b"}  # DEFAULT_PREFERENCE: line before labels
+    assert labels("--explanations", "labels") == {a: "labels a", b: "labels b"}
+    assert labels("--explanations", "line") == {a: "line a", b: None}
+    assert labels("--explanations", "dnd,labels,line") == {a: "labels a", b: "labels b"}
