@@ -23,7 +23,7 @@ from PIL import Image
 
 from sae_lab.backends.perception.base import image_key
 from sae_lab.data.images import image_to_tensor
-from sae_lab.explainers.dnd.crops import crop_boxes, crop_image, latent_maps, probe_masks, upsample
+from sae_lab.explainers.dnd.crops import Box, crop_boxes, crop_image, latent_maps, probe_masks, upsample
 from sae_lab.explainers.dnd.select import NO_HITS_WEIGHT, choose, rank_candidates
 from sae_lab.explainers.dnd.settings import DndSettings
 from sae_lab.explainers.dnd.summarize import OFFLINE, candidates_from, summarize
@@ -117,30 +117,34 @@ class DndEngine:
         masks = self._masks(union)
         row = {i: j for j, i in enumerate(union)}
         parents = {i: probe.pil(i) for i in union}
-        crops: list[tuple[LatentWork, Shown]] = []
+        cut: dict[tuple[int, Box], Image.Image] = {}  # (parent, box) → crop: latents share a crop
+        uses: list[tuple[LatentWork, int, Box]] = []
         for w in live:
             w.work["forward_images"] += sum(1 / users[i] for i in w.top)
             for i in w.top:
                 w.kept.append(Shown(parents[i], "original", i, None, float(z[row[i], w.latent])))
-                heat = upsample(maps[row[i], col[w.latent]], self.size)
-                for box in crop_boxes(heat, s.crops_per_image):
-                    crops.append(
-                        (w, Shown(crop_image(parents[i], box, masks.get(i), self._mask_names), "crop", i, box))
-                    )
-        if crops:
-            x = torch.stack([image_to_tensor(c.image, self.size) for _, c in crops])
+                for box in crop_boxes(upsample(maps[row[i], col[w.latent]], self.size), s.crops_per_image):
+                    if (i, box) not in cut:
+                        cut[(i, box)] = crop_image(parents[i], box, masks.get(i), self._mask_names)
+                    uses.append((w, i, box))
+        if cut:
+            at = {k: n for n, k in enumerate(cut)}
+            x = torch.stack([image_to_tensor(im, self.size) for im in cut.values()])
             _, c_max, c_avg = latent_maps(self.net, self.sae, x, [], s.batch_size)
             cz = c_avg if s.pooling == "avg" else c_max
-            self.totals["forward_images"] += len(crops)
-            for k, (w, c) in enumerate(crops):
-                c.activation = float(cz[k, w.latent])
-                w.kept.append(c)
-                w.work["forward_images"] += 1
+            self.totals["forward_images"] += len(cut)
+            sharing = Counter((i, box) for _, i, box in uses)
+            for w, i, box in uses:
+                w.kept.append(Shown(cut[(i, box)], "crop", i, box, float(cz[at[(i, box)], w.latent])))
+                w.work["forward_images"] += 1 / sharing[(i, box)]
+        keys: dict[int, str] = {}  # by object: a shared image is hashed once
         for w in live:
             ranked = sorted(w.kept, key=lambda sh: -sh.activation)  # stable: originals first on ties
             w.kept = [sh for sh in ranked if sh.activation > 0][: s.n_top]
             for sh in w.kept:
-                sh.key = image_key(sh.image)
+                if id(sh.image) not in keys:
+                    keys[id(sh.image)] = image_key(sh.image)
+                sh.key = keys[id(sh.image)]
         return works
 
     def _masks(self, idx: list[int]) -> dict[int, np.ndarray]:

@@ -21,7 +21,7 @@ _KINDS = {
 """The backend kinds each role takes (the part of a spec before ``:``); the factories check the rest."""
 
 _GRAMMAR = {
-    "llm": "offline (the captions' most frequent noun phrase) | hf:<hub id or path> | replicate[:<owner>/<name>] | "
+    "llm": "offline (the captions' most frequent noun phrases) | hf:<hub id or path> | replicate[:<owner>/<name>] | "
     "openai:<model>@<url>",
     "captioner": "offline | hf:<BLIP hub id or path> | replicate[:<owner>/<name>]",
     "perception": "offline | hf:<CLIP or SigLIP hub id or path>",
@@ -37,7 +37,7 @@ class DndSettings(ExplainSettings):
     """Describe-and-Dissect (Bai et al., TMLR 2025): crops → captions → LLM summaries → generated images → best."""
 
     llm: str = "offline"
-    """Summariser: offline (the captions' most frequent noun phrase) | hf:<hub id or path> |
+    """Summariser: offline (the most frequent noun phrase of each shuffled half of the captions) | hf:<hub id or path> |
     replicate[:<owner>/<name>] | openai:<model>@<url>."""
     captioner: str = "offline"
     """Captioner: offline (the sketch world's annotations) | hf:<BLIP hub id or path> | replicate[:<owner>/<name>]."""

@@ -3,14 +3,15 @@ captions shuffled each time; the answers, cleaned and de-duplicated, are the can
 
 All latents' summaries go out together, one batched ``generate`` call per round
 (:func:`~sae_lab.backends.text.ask.ask_until_parsed`); an answer that holds no usable concept is asked again, then
-replaced by the offline rule — the captions' most frequent noun phrase — and recorded as such. With ``llm =
-offline`` that rule answers every summary (no model).
+replaced by the offline rule — the most frequent noun phrase of the first half of the shuffled captions — and
+recorded as such. With ``llm = offline`` that rule answers every summary (no model).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import re
 from collections import Counter
@@ -26,6 +27,8 @@ SYSTEM = "Answer with the concept label only: 1-5 words, no period, no quotation
 MAX_WORDS = 5
 OFFLINE = "offline"
 """``llm`` spec of the model-free rule."""
+OFFLINE_SHARE = 0.5
+"""Share of the shown captions the offline rule reads (see :func:`offline_summary`)."""
 
 # Words that are not part of what a caption shows: articles, prepositions, verbs, and the medium itself.
 _STOP = frozenset("""
@@ -56,12 +59,18 @@ def noun_phrases(caption: str) -> list[str]:
     return out
 
 
-def offline_summary(captions: Sequence[str]) -> str | None:
-    """The offline summariser: the noun phrase in the most captions (each caption counts a phrase once), ties
-    broken by the order the captions are shown in (so a shuffle can change the answer); None without one."""
+def offline_summary(captions: Sequence[str], share: float = OFFLINE_SHARE) -> str | None:
+    """The offline summariser: the noun phrase in the most of the first ``share`` of the captions as shown (each
+    caption counts a phrase once; at least one caption is read), ties broken by the order shown; None without one.
+
+    DnD asks for what "most, not necessarily all" descriptions have in common, and an LLM reading a shuffled list
+    weighs it unevenly; reading the first half of each shuffle makes the summaries of a mixed latent differ as
+    sampled answers do, while a latent whose captions agree gets the same answer every time.
+    """
+    shown = list(captions)[: max(1, math.ceil(share * len(captions)))]
     counts: Counter[str] = Counter()
     first: dict[str, int] = {}
-    for caption in captions:
+    for caption in shown:
         for phrase in noun_phrases(caption):
             counts[phrase] += 1
             first.setdefault(phrase, len(first))
@@ -188,5 +197,5 @@ def summarize(captions: dict[int, list[str]], n: int, seed: int, llm=None, max_r
     return plans
 
 
-__all__ = ["MAX_WORDS", "OFFLINE", "PROMPT", "SYSTEM", "Summary", "candidates_from", "clean", "derived_seed",
+__all__ = ["MAX_WORDS", "OFFLINE", "OFFLINE_SHARE", "PROMPT", "SYSTEM", "Summary", "candidates_from", "clean", "derived_seed",
            "noun_phrases", "offline_summary", "parse_label", "plan", "summarize"]  # fmt: skip

@@ -26,9 +26,11 @@ def test_noun_phrases_and_the_offline_rule():
     assert noun_phrases("a sketch of a circle and spokes") == ["circle", "spokes"]
     assert noun_phrases("A black and white line drawing of parallel lines, with dots.") == ["parallel lines", "dots"]
     assert noun_phrases("a drawing of a sketch") == []
-    caps = ["a sketch of a circle and spokes", "a sketch of spokes", "a sketch of a circle"]
-    assert offline_summary(caps) == "circle"  # circle and spokes in two captions each: the first shown wins
-    assert offline_summary(caps[1:2] + caps) == "spokes"  # … so a shuffle can change the answer
+    caps = ["a sketch of a circle and spokes", "a sketch of a circle", "a sketch of spokes", "a sketch of spokes"]
+    assert offline_summary(caps) == "circle"  # the first half of the captions shown: circle 2, spokes 1
+    assert offline_summary(caps, share=1.0) == "spokes"  # all of them: spokes 3, circle 2
+    pair = ["a sketch of a star and dots", "a sketch of dots and a star"]
+    assert offline_summary(pair, share=1.0) == "star" and offline_summary(pair[::-1], share=1.0) == "dots"  # ties
     assert offline_summary(["a sketch of a", ""]) is None
 
 
