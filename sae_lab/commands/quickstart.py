@@ -165,6 +165,11 @@ class Quickstart:
         fields = {f for f in explainer.settings.__dataclass_fields__}
         given = {k: v for k, v in {"run": str(self.report_dir), "progress": False, **settings}.items() if k in fields}
         block = explainer.run(explainer.settings(**given))
+        for method in explainer.methods:  # ground-truth naming over every explained latent that has ground truth
+            strict, lenient, n = naming_rates(self.report_dir, method)
+            if n:
+                key = "" if len(explainer.methods) == 1 else f"{method}_"
+                block.update({f"{key}named_strict": strict, f"{key}named_lenient": lenient, f"{key}gt_latents": n})
         print(f"[quickstart] {name}: " + ", ".join(f"{k}={v}" for k, v in block.items() if not isinstance(v, dict)))
         return block
 
@@ -224,6 +229,21 @@ class Quickstart:
                 skipped += float(values.get("seconds", 0.0))
             update_summary(self.summary_path, block, values)
         return update_summary(self.summary_path, "total_seconds", round(time.perf_counter() - t0 + skipped, 1))
+
+
+def naming_rates(report_dir: Path, method: str) -> tuple[float | None, float | None, int]:
+    """Strict and lenient ground-truth naming (DESIGN, "Evaluation") of a method over all its explained latents
+    whose best primitive reaches image AUC ≥ GT_AUC, and how many there are."""
+    from sae_lab.evaluate.naming import naming
+    from sae_lab.run import ExplanationStore, neurons_by_latent
+
+    neurons = neurons_by_latent(report_dir)
+    scores = [naming(rec, neurons.get(latent)) for latent, rec in ExplanationStore(report_dir, method).latest().items()]
+    scores = [s for s in scores if s[0] is not None]
+    if not scores:
+        return None, None, 0
+    return (round(sum(s[0] for s in scores) / len(scores), 4), round(sum(s[1] for s in scores) / len(scores), 4),
+            len(scores))  # fmt: skip
 
 
 def run_quickstart(s: QuickstartSettings) -> int:
