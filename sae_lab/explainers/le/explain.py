@@ -6,6 +6,7 @@ No files and no models here: :mod:`.runner` feeds it the probe set's activations
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -52,6 +53,21 @@ class LeOptions:
     width: int = 10
 
 
+SMALL_WORK = 5e7
+"""Elastic-net steps (C²·M multiply-adds) below which the fit runs on one thread: its tensors are then so small
+that intra-op threads only add synchronisation, which stalls badly when other jobs share the cores."""
+
+
+@contextmanager
+def _threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(n, before))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _num(x: Tensor | float) -> float | None:
     x = float(x)
     return None if math.isnan(x) else round(x, 6)
@@ -86,11 +102,13 @@ def explain_latents(presence: Tensor, names: list[str], targets: Tensor, parts: 
             out[j].reason = NO_CONCEPTS
         return out
     y = targets[:, cols]
-    weights = elastic_net(presence[fit_i], y[fit_i], o.lam, o.alpha)  # (M', C)
-    ranking = rank_concepts(weights)
-    fit = greedy_search(presence[fit_i], y[fit_i], presence[sel_i], y[sel_i], ranking, o.max_concepts,
-                        o.min_gain, o.width)  # fmt: skip
-    held = pearson(predict(presence[held_i], fit), y[held_i])
+    small = presence.shape[1] ** 2 * len(cols) < SMALL_WORK
+    with _threads(1 if small else torch.get_num_threads()):
+        weights = elastic_net(presence[fit_i], y[fit_i], o.lam, o.alpha)  # (M', C)
+        ranking = rank_concepts(weights)
+        fit = greedy_search(presence[fit_i], y[fit_i], presence[sel_i], y[sel_i], ranking, o.max_concepts,
+                            o.min_gain, o.width)  # fmt: skip
+        held = pearson(predict(presence[held_i], fit), y[held_i])
     top = ranking[:, : o.width]
     top_w, top, lengths = weights.gather(1, top).tolist(), top.tolist(), fit.length.tolist()
     chosen, chosen_w = fit.concepts.tolist(), fit.weights.tolist()
