@@ -129,7 +129,8 @@ def run_le(settings: LeSettings | None = None, **kwargs: Any) -> dict[str, Any]:
     variants = s.variant_list()
     stores = {v: ExplanationStore(files, VARIANTS[v]) for v in variants}
     hashes = {v: s.variant_hash(v) for v in variants}
-    todo = {v: [i for i in latents if s.overwrite or i not in stores[v].done(hashes[v])] for v in variants}
+    done = {v: set() if s.overwrite else stores[v].done(hashes[v]) for v in variants}
+    todo = {v: [i for i in latents if i not in done[v]] for v in variants}
     vlm_images = 0
     if any(todo.values()):
         vlm_images = _explain(s, files, todo, stores, hashes)

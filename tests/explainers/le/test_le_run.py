@@ -77,6 +77,12 @@ def test_label_variant_end_to_end_and_resume(run_dir):
     assert lines(path) == first  # nothing appended
     assert again["label"] == label
 
+    run_le(LeSettings(run=str(run_dir), variants="label", latents="1-2", overwrite=True, **FAST))
+    redone = lines(path)[len(first) :]
+    same = [{**r, "cost": None} for r in first if r["latent"] in (1, 2)]
+    assert [{**r, "cost": None} for r in redone] == same  # the same fit again (only the time differs)
+    first = lines(path)
+
     other = run_le(LeSettings(run=str(run_dir), variants="label", latents="1-3", max_concepts=1, **FAST))
     assert other["latents"] == 3 and len(lines(path)) == len(first) + 3
     assert all(len(r.terms) <= 1 for r in ExplanationStore(run_dir, "le-label").latest().values() if r.latent <= 3)
