@@ -70,25 +70,25 @@ def _generation(source: str, values: Mapping[str, Any]) -> UsedGeneration | None
 
 def recorded_generation(files: RunFiles, explanations: Mapping[str, Mapping[int, ExplanationRecord]]
                         ) -> list[UsedGeneration]:  # fmt: skip
-    """Every (template, seeds) an explainer recorded drawing images with, de-duplicated."""
+    """Every (template, seeds) an explainer recorded drawing images with, de-duplicated.
+
+    A method whose records name an image backend but which recorded no template anywhere (records or folder)
+    gets an entry with the template unknown and the shared hashed seeds assumed.
+    """
     found: dict[UsedGeneration, None] = {}
-    for method, records in explanations.items():
+    for method in sorted({*explanations, "line"}):
+        records = explanations.get(method, {})
         source = f"explanations/{method}.jsonl"
-        for record in records.values():
-            recorded = [_generation(source, v) for v in (record.backends, record.detail, record.detail.get("settings"))
-                        if isinstance(v, Mapping)]  # fmt: skip
-            recorded = [u for u in recorded if u is not None]
-            if not recorded and record.backends.get("images"):
-                # It drew images but did not say how: assume the shared hashed seeds, template unknown.
-                recorded = [UsedGeneration(source, None, None)]
-            found.update(dict.fromkeys(recorded))
-    for method in {*explanations, "line"}:
+        mine = [_generation(source, v) for r in records.values()
+                for v in (r.backends, r.detail, r.detail.get("settings")) if isinstance(v, Mapping)]  # fmt: skip
         for name in ("params.json", "settings.json"):
             path = files.method_dir(method) / name
             values = read_json(path, default=None) if path.is_file() else None
-            used = _generation(f"{method}/{name}", values) if isinstance(values, dict) else None
-            if used is not None:
-                found[used] = None
+            mine.append(_generation(f"{method}/{name}", values) if isinstance(values, dict) else None)
+        mine = [u for u in mine if u is not None]
+        if not any(u.template for u in mine) and any(r.backends.get("images") for r in records.values()):
+            mine.append(UsedGeneration(source, None, None))  # it drew images but did not say how
+        found.update(dict.fromkeys(mine))
     return list(found)
 
 
@@ -142,9 +142,9 @@ class HeldoutGenerator:
         self.generated = 0
         """Images drawn (cache misses)."""
         self.concepts_cached = 0
-        """Concepts whose activations came from the disk cache."""
+        """Drawings whose activations came from the disk cache."""
         self.drawn: set[str] = set()
-        """Concepts this object drew images of."""
+        """Drawings (see :meth:`drawing`) this object drew images of."""
 
     @property
     def backend(self) -> ImageBackend:
@@ -165,11 +165,24 @@ class HeldoutGenerator:
                "n_images": self.n_images}  # fmt: skip
         if self.renderer:
             out["world_seed"] = HELDOUT_WORLD_SEED
+            out["draws"] = "the primitives each concept names (concepts naming the same ones share images)"
         return out
+
+    def drawing(self, concept: str) -> str | None:
+        """What the generator is asked to draw for ``concept`` (None: nothing it can draw).
+
+        The renderer draws only the primitives a text names (by name, synonym or class), so concepts naming the same
+        primitives ("ring", "circle") are one drawing request and share images; other generators draw the text.
+        """
+        if not concept or not concept.strip():
+            return None
+        if self.renderer:
+            return " and ".join(primitives_in_text(concept)) or None
+        return concept.strip()
 
     def drawable(self, concept: str) -> bool:
         """The renderer draws only what names a primitive or class; other generators draw any text."""
-        return bool(concept and concept.strip()) and (not self.renderer or bool(primitives_in_text(concept)))
+        return self.drawing(concept) is not None
 
     def _acts_path(self, concept: str, sae_id: str) -> Path:
         blob = json.dumps([sae_id, self.describe(), self.image_size, concept])
@@ -184,34 +197,32 @@ class HeldoutGenerator:
             sae_id: the SAE's identity (part of the activation cache key).
             per_call: concepts per generator call and scoring pass (bounds memory).
         """
-        out: dict[str, Tensor | None] = {}
+        drawings = {c: self.drawing(c) for c in dict.fromkeys(concepts)}
+        acts: dict[str, Tensor | None] = {}
         need = []
-        for concept in dict.fromkeys(concepts):
-            if not self.drawable(concept):
-                out[concept] = None
-                continue
-            path = self._acts_path(concept, sae_id)
+        for drawing in dict.fromkeys(d for d in drawings.values() if d is not None):
+            path = self._acts_path(drawing, sae_id)
             if path.is_file():
-                out[concept] = torch.from_numpy(np.load(path, allow_pickle=False))
+                acts[drawing] = torch.from_numpy(np.load(path, allow_pickle=False))
                 self.concepts_cached += 1
             else:
-                need.append(concept)
+                need.append(drawing)
         for start in range(0, len(need), per_call):
             chunk = need[start : start + per_call]
             self.drawn.update(c for c, _ in self.cache.missing(chunk, self.n_images))
             self.generated += self.cache.ensure(chunk, self.n_images)
             images = [self.cache.load(c, self.n_images) for c in chunk]
             z = scorer.z_max_images([im for ims in images for im in ims]).split([len(ims) for ims in images])
-            for concept, acts in zip(chunk, z):
-                out[concept] = acts if len(acts) else None
-                if len(acts) == self.n_images:  # a concept with failed images is retried next time
-                    path = self._acts_path(concept, sae_id)
+            for drawing, a in zip(chunk, z):
+                acts[drawing] = a if len(a) else None
+                if len(a) == self.n_images:  # a drawing with failed images is retried next time
+                    path = self._acts_path(drawing, sae_id)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     tmp = path.with_name(f".{path.name}.tmp")
                     with open(tmp, "wb") as f:
-                        np.save(f, acts.numpy())
+                        np.save(f, a.numpy())
                     tmp.replace(path)
-        return out
+        return {c: None if d is None else acts.get(d) for c, d in drawings.items()}
 
 
 __all__ = ["HeldoutGenerator", "HeldoutImageCache", "UsedGeneration", "check_heldout", "recorded_generation"]

@@ -124,10 +124,12 @@ def _score(todo: Explanations, s: EvaluateSettings, loaded, files: RunFiles, cac
         for j, key in enumerate(asks):
             cosy[key] = (float(sc.auc[j]), float(sc.mad[j]))
     work.images_generated += gen.generated
+    # every request for a drawing beyond its first drawing is served from the cache
     work.cache_hits += sum(len(a) for c, a in wants.items() if acts[c] is not None) - len(gen.drawn)
 
     work.extra["cosy_seconds"] = round(time.perf_counter() - t0, 3)
     work.extra["concepts"] = len(wants)
+    work.extra["drawings"] = len({gen.drawing(c) for c in wants} - {None})
 
     t0 = time.perf_counter()
     table = PresenceTable(make_simulator(s.simulator), [probe.pil(int(i)) for i in heldout])

@@ -48,12 +48,15 @@ def test_the_default_template_names_nothing_the_renderer_would_draw():
 def test_images_come_from_the_seed_range_and_are_cached_across_requests(tmp_path):
     backend = RecordingRenderer()
     gen = HeldoutGenerator("renderer", HELDOUT_TEMPLATE, SEED_SPACE + 10, 4, tmp_path, 32, backend=backend)
-    acts = gen.activations(["circle", "sun", "zebra"], ZMax(), "sae-1")
+    acts = gen.activations(["circle", "sun", "zebra", "ring"], ZMax(), "sae-1")
     assert acts["zebra"] is None and not gen.drawable("zebra")  # the renderer names nothing in it: not drawn
     assert acts["circle"].shape == (4, 1) and acts["sun"].shape == (4, 1)
+    assert acts["ring"] is acts["circle"]  # the renderer draws the same primitive for both: one set of images
     assert sorted({s for _, s in backend.calls}) == [SEED_SPACE + 10 + i for i in range(4)]
-    assert {p for p, _ in backend.calls} == {HELDOUT_TEMPLATE.format(concept=c) for c in ("circle", "sun")}
-    assert gen.generated == 8 and gen.drawn == {"circle", "sun"}
+    assert {p for p, _ in backend.calls} == {
+        HELDOUT_TEMPLATE.format(concept=c) for c in ("circle", "circle and spokes")
+    }
+    assert gen.generated == 8 and gen.drawn == {"circle", "circle and spokes"}
     again = HeldoutGenerator("renderer", HELDOUT_TEMPLATE, SEED_SPACE + 10, 4, tmp_path, 32, backend=backend)
     second = again.activations(["circle", "sun"], ZMax(), "sae-1")
     assert again.generated == 0 and again.concepts_cached == 2 and len(backend.calls) == 8
@@ -103,3 +106,12 @@ def test_a_held_out_template_or_seed_an_explainer_used_is_refused(tmp_path, capl
     assert "does not record its prompt template" in caplog.text
     with pytest.raises(ValueError, match="2147483648"):
         check_heldout(HELDOUT_TEMPLATE, 0, 50, silent)  # it drew images: its seeds are assumed hashed
+
+
+def test_a_method_folder_params_cover_records_that_do_not_repeat_the_template(tmp_path):
+    files = RunFiles(tmp_path)
+    files.line_dir.mkdir(parents=True)
+    (files.line_dir / "params.json").write_text(json.dumps({"template": SKETCH_TEMPLATE, "seed": 0}))
+    recs = {"line": {0: ExplanationRecord.single(0, "line", "circle", backends={"images": "renderer"})}}
+    used = recorded_generation(files, recs)
+    assert used == [UsedGeneration("line/params.json", SKETCH_TEMPLATE, 0)]
