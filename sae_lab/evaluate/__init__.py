@@ -12,10 +12,11 @@ from sae_lab.evaluate.chart import evaluation_chart_svg
 from sae_lab.evaluate.heldout import HeldoutGenerator, UsedGeneration, check_heldout, recorded_generation
 from sae_lab.evaluate.metrics import METRICS, mean_se, method_table
 from sae_lab.evaluate.naming import explanation_concepts, has_ground_truth, named_primitives, naming
-from sae_lab.evaluate.pipeline import Work, evaluate, format_table, run_evaluate, summary_block
+from sae_lab.evaluate.pipeline import Work, evaluate, run_evaluate
 from sae_lab.evaluate.rows import BASELINES, baselines, check_same_sae, sample_latents, vocabulary
 from sae_lab.evaluate.settings import HELDOUT_TEMPLATE, SEED_SPACE, EvaluateSettings
 from sae_lab.evaluate.simulate import PresenceTable, make_simulator, offline_presence, pearson_r, predict, simulate
+from sae_lab.evaluate.table import format_table, summary_block
 
 __all__ = [
     "BASELINES",

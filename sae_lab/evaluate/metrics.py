@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -44,13 +44,21 @@ def cost_per_latent(costs: Sequence[Cost]) -> dict[str, float]:
     return {k: v / len(costs) for k, v in asdict(total).items()}
 
 
-def method_table(rows: Sequence[dict[str, Any]], missing: int, costs: Sequence[Cost]) -> dict[str, Any]:
-    """One method's entry of ``evaluation.json``: every metric's mean/se/n, latents missing, cost per latent."""
+GT_METRICS = ("cosy_auc", "cosy_mad", "simulation_r")
+"""Metrics also reported on the latents with ground truth alone (naming is defined on those only)."""
+
+
+def method_table(rows: Sequence[dict[str, Any]], missing: int, costs: Sequence[Cost],
+                 gt_latents: Collection[int] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One method's entry of ``evaluation.json``: every metric's mean/se/n, latents missing, cost per latent and,
+    given the latents with ground truth, ``gt``: CoSy and simulation on those latents alone."""
     out: dict[str, Any] = {m: mean_se(r.get(m) for r in rows) for m in METRICS}
     out["missing"] = missing
     out["undrawable"] = sum(r.get("drawable") is False for r in rows)
     out["cost"] = cost_per_latent(costs)
+    if gt_latents is not None:
+        out["gt"] = {m: mean_se(r.get(m) for r in rows if r["latent"] in gt_latents) for m in GT_METRICS}
     return out
 
 
-__all__ = ["METRICS", "cost_per_latent", "finite", "mean_se", "method_table"]
+__all__ = ["GT_METRICS", "METRICS", "cost_per_latent", "finite", "mean_se", "method_table"]

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from sae_lab.evaluate.heldout import HeldoutGenerator, check_heldout, recorded_generation
-from sae_lab.evaluate.metrics import METRICS, method_table
+from sae_lab.evaluate.metrics import method_table
 from sae_lab.evaluate.naming import has_ground_truth, naming
 from sae_lab.evaluate.rows import (
     BASELINES,
@@ -35,6 +35,7 @@ from sae_lab.evaluate.rows import (
 )
 from sae_lab.evaluate.settings import EvaluateSettings
 from sae_lab.evaluate.simulate import PresenceTable, make_simulator, simulate
+from sae_lab.evaluate.table import format_table, summary_block
 from sae_lab.run import (
     GT_AUC,
     JsonlAppender,
@@ -207,12 +208,13 @@ def evaluate(settings: EvaluateSettings | None = None, work: Work | None = None)
         work.rows_scored = len(new)
     order = {m: i for i, m in enumerate(every)}
     rows.sort(key=lambda r: (order[r["method"]], r["latent"]))
+    gt_latents = {k for k in latents if has_ground_truth(by_latent.get(k))} if sketch else None
     table = {}
     for method in every:
         mine = [r for r in rows if r["method"] == method]
-        table[method] = method_table(mine, missing[method], [rec.cost for rec in chosen[method].values()])
+        table[method] = method_table(mine, missing[method], [rec.cost for rec in chosen[method].values()], gt_latents)
     work.seconds = time.perf_counter() - t0
-    gt = sum(has_ground_truth(by_latent.get(k)) for k in latents)
+    gt = len(gt_latents or ())
     return {"latents": latents, "seed": s.latents_seed, "generator": HeldoutGenerator(
                 s.generator, s.template, s.seed_start, s.n_images, cache_dir).describe(),
             "simulator": s.simulator, "gt_latents": gt, "gt_auc": GT_AUC if sketch else None,
@@ -220,35 +222,6 @@ def evaluate(settings: EvaluateSettings | None = None, work: Work | None = None)
             "work": {"rows_scored": work.rows_scored, "rows_cached": work.rows_cached,
                      "images_generated": work.images_generated, "cache_hits": work.cache_hits,
                      "seconds": round(work.seconds, 3), **work.extra}}  # fmt: skip
-
-
-def summary_block(evaluation: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``evaluation`` block of ``summary.json``: per method the mean of each metric."""
-    methods = {m: {k: v[k]["mean"] for k in ("cosy_auc", "simulation_r", "named_strict", "named_lenient")}
-               for m, v in evaluation["methods"].items()}  # fmt: skip
-    return {"latents": len(evaluation["latents"]), "gt_latents": evaluation.get("gt_latents"), "methods": methods,
-            "seconds": evaluation.get("work", {}).get("seconds")}  # fmt: skip
-
-
-def format_table(evaluation: Mapping[str, Any]) -> str:
-    """The table as text: method × metric, mean ± s.e. (n), latents missing, cost per latent."""
-
-    def cell(v: Mapping[str, Any]) -> str:
-        if v["mean"] is None:
-            return "–"
-        se = f" ± {v['se']:.3f}" if v["se"] is not None else ""
-        return f"{v['mean']:.3f}{se} ({v['n']})"
-
-    head = ["method", *METRICS, "missing", "cost/latent"]
-    lines = [head]
-    for method, v in evaluation["methods"].items():
-        c = v["cost"]
-        cost = (
-            f"{c['llm_calls']:.1f} llm, {c['images_generated']:.0f} img, {c['captions']:.1f} cap, {c['seconds']:.2f} s"
-        )
-        lines.append([method, *(cell(v[m]) for m in METRICS), str(v["missing"]), cost])
-    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    return "\n".join("  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in lines)
 
 
 def run_evaluate(settings: EvaluateSettings | None = None) -> dict[str, Any]:
@@ -292,5 +265,4 @@ def _refresh_report(files: RunFiles) -> None:
         logger.warning("could not re-render %s: %s", files.index, exc)
 
 
-__all__ = ["EXPLAINERS_HINT", "Work", "check_simulator", "evaluate", "format_table", "row_key", "run_evaluate",
-           "run_folder", "summary_block"]  # fmt: skip
+__all__ = ["EXPLAINERS_HINT", "Work", "check_simulator", "evaluate", "row_key", "run_evaluate", "run_folder"]

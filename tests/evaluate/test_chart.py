@@ -19,6 +19,7 @@ EVALUATION = {
     "methods": {
         "le-vlm": {"cosy_auc": stat(0.8, 0.05, 3), "cosy_mad": stat(2.0, 0.5, 3), "simulation_r": stat(0.6, 0.1, 3),
                    "named_strict": stat(0.5, 0.5, 2), "named_lenient": stat(1.0, 0.0, 2), "missing": 0, "undrawable": 1,
+                   "gt": {"cosy_auc": stat(0.91, 0.01, 2), "cosy_mad": stat(3.0, 1.0, 2), "simulation_r": stat(0.7, 0.1, 2)},
                    "cost": {"llm_calls": 0, "images_generated": 0, "captions": 0, "vlm_images": 3, "forward_images": 0,
                             "seconds": 0.2}},
         "random": {"cosy_auc": stat(0.5, 0.1, 3), "cosy_mad": stat(None, None, 0), "simulation_r": stat(-0.1, 0.1, 3),
@@ -48,3 +49,4 @@ def test_report_section_links_methods_and_shows_the_chart():
     html = pages.render("evaluation.html.j2", evaluation=EVALUATION, chart_svg=Markup(evaluation_chart_svg(EVALUATION)))
     assert '<a href="#method-le-vlm">' in html and '<a href="#method-random">' not in html  # baselines: no link
     assert "<svg" in html and "1 undrawable" in html and "0.800" in html
+    assert 'id="evaluation-gt"' in html and "0.910" in html  # the ground-truth latents' table

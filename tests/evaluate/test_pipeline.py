@@ -51,6 +51,8 @@ def test_evaluation_json_summary_and_page(run_dir):
     for v in ev["methods"].values():
         assert METRIC_KEYS <= set(v) and {"missing", "cost"} <= set(v)
         assert all(set(v[m]) == {"mean", "se", "n"} for m in METRIC_KEYS)
+        assert set(v["gt"]) == {"cosy_auc", "cosy_mad", "simulation_r"}  # the same on ground-truth latents alone
+        assert v["gt"]["simulation_r"]["n"] <= ev["gt_latents"]
     assert ev["methods"]["labels"]["missing"] == len(live) - 6  # one "no explanation" and those never explained
     assert ev["methods"]["le-vlm"]["missing"] == 0 and ev["methods"]["random"]["missing"] == 0
     assert all(ROW_KEYS <= set(r) for r in ev["rows"])
