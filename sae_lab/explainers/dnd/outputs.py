@@ -1,4 +1,5 @@
-"""What DnD keeps per latent: ``reports/<run>/dnd/<latent>/`` and its line of ``explanations/dnd.jsonl``.
+"""What DnD keeps per latent: ``reports/<run>/dnd/<latent>/`` and its line of ``explanations/dnd.jsonl`` (the run's
+settings, prompt template and seed included, are in ``dnd/settings.json``).
 
 The folder holds ``crops/NN.png`` (the kept top images, originals and crops, best first), ``generated/NN.png``
 (the best concept's most activating generated images), ``captions.json``, ``summaries.json`` and

@@ -13,13 +13,14 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 from sae_lab.explainers.base import choose_latents
 from sae_lab.explainers.dnd.engine import DndEngine
 from sae_lab.explainers.dnd.outputs import METHOD, write_latent
 from sae_lab.explainers.dnd.settings import DndSettings
-from sae_lab.run import RunFiles, resolve_run
+from sae_lab.run import RunFiles, resolve_run, write_json
 from sae_lab.run.records import ExplanationRecord, NeuronRecord
 from sae_lab.run.store import ExplanationStore, read_neurons
 
@@ -69,6 +70,8 @@ def run_dnd(settings: DndSettings | None = None, parts: dict[str, Any] | None = 
     totals: Counter = Counter()
     if todo:
         engine = DndEngine(s, **(parts or {}))
+        # the prompt template and seed the images were drawn with, where evaluate looks for them (held-out check)
+        write_json(files.method_dir(METHOD) / "settings.json", {**asdict(s), "settings_hash": digest})
         setup = (time.perf_counter() - t0) / len(todo)
         try:
             for start in range(0, len(todo), s.chunk_size):

@@ -58,6 +58,7 @@ def test_offline_end_to_end_shared_work_and_resume(run_dir):
         acts = [x["activation"] for x in caps]
         assert acts == sorted(acts, reverse=True) and min(acts) > 0
         assert all(x["box"] is None or x["kind"] == "crop" for x in caps)
+    assert read_json(files.method_dir("dnd") / "settings.json")["template"] == DndSettings().template  # for evaluate
     # a concept's images are generated once for every latent that proposed it
     pngs = list((files.line_dir / "cache").glob("*.png"))
     assert block["images_generated"] == len(pngs) == len(concepts) * FAST["n_images"]
