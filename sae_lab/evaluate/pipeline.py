@@ -133,6 +133,8 @@ def _score(todo: Explanations, s: EvaluateSettings, loaded, files: RunFiles, cac
     work.extra["drawings"] = len({gen.drawing(c) for c in wants} - {None})
 
     t0 = time.perf_counter()
+    if s.simulator.strip() == "offline" and probe.primitives is None:
+        logger.warning("the offline simulator knows only the class labels of this data: give --simulator hf:<id>")
     table = PresenceTable(make_simulator(s.simulator), [probe.pil(int(i)) for i in heldout])
     rows = []
     for method, records in todo.items():
