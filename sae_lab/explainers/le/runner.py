@@ -169,6 +169,7 @@ def _explain(s: LeSettings, files: RunFiles, todo: dict[str, list[int]], stores:
         cost = Cost(vlm_images=round(images / len(latents)), seconds=round(seconds, 4))
         detail = {"pooling": s.pooling, "concepts": len(matrix.names),
                   "images": {k: len(idx) for k, idx in parts.items()}}  # fmt: skip
+        backends = {**backends, "sae": loaded.sae_id}  # evaluate refuses explanations of another SAE
         stores[v].append([_record(i, VARIANTS[v], e, cost, backends, hashes[v], detail)
                           for i, e in zip(latents, explained)])  # fmt: skip
         logger.info("%s: %d latents, %d concepts (%d dropped), %.1fs", VARIANTS[v], len(latents), len(matrix.names),
