@@ -120,5 +120,7 @@ def run(settings: LineSettings) -> dict[str, Any]:
     lines = session.run(ids, overwrite=settings.overwrite)
     rate, n = gt_named_rate(lines)
     state = read_json(session.out / STATE)
+    # seconds: the loop's own time over every session of this run (a resumed run adds to it), plus this call's setup
     return {"latents": len(lines), "gt_named_rate": None if rate is None else round(rate, 4), "gt_latents": n,
-            "images_generated": int(state["images_generated"]), "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+            "images_generated": int(state["images_generated"]),
+            "seconds": round(max(float(state.get("seconds", 0.0)), time.perf_counter() - t0), 1)}  # fmt: skip
