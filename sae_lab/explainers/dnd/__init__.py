@@ -20,7 +20,6 @@ from sae_lab.explainers.dnd.summarize import (
     noun_phrases,
     offline_summary,
     parse_label,
-    summarize,
 )
 from sae_lab.explainers.dnd.work import LatentWork, Shown
 
@@ -61,7 +60,6 @@ __all__ = [
     "rank_candidates",
     "run",
     "run_dnd",
-    "summarize",
     "upsample",
     "write_latent",
 ]

@@ -37,7 +37,7 @@ class DndSettings(ExplainSettings):
     """Describe-and-Dissect (Bai et al., TMLR 2025): crops → captions → LLM summaries → generated images → best."""
 
     llm: str = "offline"
-    """Summariser: offline (the most frequent noun phrase of each shuffled half of the captions) | hf:<hub id or path> |
+    """Summariser: offline (the captions' most frequent noun phrase, ties by seed) | hf:<hub id or path> |
     replicate[:<owner>/<name>] | openai:<model>@<url>."""
     captioner: str = "offline"
     """Captioner: offline (the sketch world's annotations) | hf:<BLIP hub id or path> | replicate[:<owner>/<name>]."""

@@ -3,7 +3,7 @@ captions shuffled each time; the answers, cleaned and de-duplicated, are the can
 
 All latents' summaries go out together, one batched ``generate`` call per round
 (:func:`~sae_lab.backends.text.ask.ask_until_parsed`); an answer that holds no usable concept is asked again, then
-replaced by the offline rule — the most frequent noun phrase of the first half of the shuffled captions — and
+replaced by the offline rule — the captions' most frequent noun phrase, ties broken by the summary's seed — and
 recorded as such. With ``llm = offline`` that rule answers every summary (no model).
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import re
 from collections import Counter
@@ -27,8 +26,6 @@ SYSTEM = "Answer with the concept label only: 1-5 words, no period, no quotation
 MAX_WORDS = 5
 OFFLINE = "offline"
 """``llm`` spec of the model-free rule."""
-OFFLINE_SHARE = 0.5
-"""Share of the shown captions the offline rule reads (see :func:`offline_summary`)."""
 
 # Words that are not part of what a caption shows: articles, prepositions, verbs, and the medium itself.
 _STOP = frozenset("""
@@ -49,7 +46,8 @@ def noun_phrases(caption: str) -> list[str]:
     ``["circle", "spokes"]``; "parallel lines on paper" → ``["parallel lines"]``)."""
     out: list[str] = []
     run: list[str] = []
-    for word in [*_WORD.findall(_MEDIUM.sub(" ", caption.lower())), "and"]:  # the sentinel ends the last run
+    text = re.sub(r"[,;:.!?()/]+", " and ", _MEDIUM.sub(" ", caption.lower()))  # punctuation ends a phrase too
+    for word in [*_WORD.findall(text), "and"]:  # the sentinel ends the last run
         if word in _STOP:
             if run and " ".join(run) not in out:
                 out.append(" ".join(run))
@@ -59,24 +57,21 @@ def noun_phrases(caption: str) -> list[str]:
     return out
 
 
-def offline_summary(captions: Sequence[str], share: float = OFFLINE_SHARE) -> str | None:
-    """The offline summariser: the noun phrase in the most of the first ``share`` of the captions as shown (each
-    caption counts a phrase once; at least one caption is read), ties broken by the order shown; None without one.
-
-    DnD asks for what "most, not necessarily all" descriptions have in common, and an LLM reading a shuffled list
-    weighs it unevenly; reading the first half of each shuffle makes the summaries of a mixed latent differ as
-    sampled answers do, while a latent whose captions agree gets the same answer every time.
-    """
-    shown = list(captions)[: max(1, math.ceil(share * len(captions)))]
+def offline_summary(captions: Sequence[str], seed: int | None = None) -> str | None:
+    """The offline summariser: the noun phrase in the most captions (each caption counts a phrase once); None
+    without one. Phrases in equally many captions (a sun's "circle" and "spokes") are told apart by ``seed``, as a
+    sampled answer would be, so a latent's summaries name each of them; without a seed, by the order shown."""
     counts: Counter[str] = Counter()
     first: dict[str, int] = {}
-    for caption in shown:
+    for caption in captions:
         for phrase in noun_phrases(caption):
             counts[phrase] += 1
             first.setdefault(phrase, len(first))
     if not counts:
         return None
-    return min(counts, key=lambda p: (-counts[p], first[p]))
+    top = max(counts.values())
+    tied = sorted((p for p in counts if counts[p] == top), key=first.__getitem__)
+    return tied[0] if seed is None or len(tied) == 1 else random.Random(seed).choice(tied)
 
 
 def parse_label(text: str | None) -> tuple[str | None, str | None]:
@@ -174,7 +169,7 @@ def summarize(captions: dict[int, list[str]], n: int, seed: int, llm=None, max_r
     items = [(lat, s, [captions[lat][i] for i in s.order]) for lat, ss in plans.items() for s in ss]
     if llm is None:
         for _, s, shown in items:
-            s.label = offline_summary(shown)
+            s.label = offline_summary(shown, seed=s.shuffle_seed)
         return plans
     chats = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT + ", ".join(shown)}]
              for _, _, shown in items]  # fmt: skip
@@ -193,9 +188,9 @@ def summarize(captions: dict[int, list[str]], n: int, seed: int, llm=None, max_r
         if a.ok:
             s.label, s.source = a.value, "llm"
         else:
-            s.label, s.source = offline_summary(shown), "fallback"
+            s.label, s.source = offline_summary(shown, seed=s.shuffle_seed), "fallback"
     return plans
 
 
-__all__ = ["MAX_WORDS", "OFFLINE", "OFFLINE_SHARE", "PROMPT", "SYSTEM", "Summary", "candidates_from", "clean", "derived_seed",
+__all__ = ["MAX_WORDS", "OFFLINE", "PROMPT", "SYSTEM", "Summary", "candidates_from", "clean", "derived_seed",
            "noun_phrases", "offline_summary", "parse_label", "plan", "summarize"]  # fmt: skip
