@@ -134,9 +134,9 @@ def _explain(s: PatchSettings, files: RunFiles, todo: list[int], store: Explanat
         for start in range(0, len(firing), s.chunk):
             t1 = time.perf_counter()
             chunk = firing[start : start + s.chunk]
-            drops, per_class = ablation_drops(loaded.classifier.net, loaded.sae, probe.images[held], probe.labels[held],
+            drops, logit_drops, per_class = ablation_drops(loaded.classifier.net, loaded.sae, probe.images[held], probe.labels[held],
                                               chunk, len(probe.class_names), s.batch_size)  # fmt: skip
-            ablation = {i: top_drops(drops[r], per_class, probe.class_names, s.ablation_classes)
+            ablation = {i: top_drops(drops[r], logit_drops[r], per_class, probe.class_names, s.ablation_classes)
                         for r, i in enumerate(chunk)}  # fmt: skip
             inputs = ChunkInputs(loaded, probe, {i: tops[i] for i in chunk}, masks, vocab, perception, neurons,
                                  files, ablation, cache)  # fmt: skip
