@@ -151,7 +151,7 @@ def explain_chunk(x: ChunkInputs, s: PatchSettings) -> ChunkOutcome:
             "patches": [
                 {"image": p, "caption": f"{probe.class_names[int(probe.labels[j])]} · drop {float(d.max()):.2f}"}
                 for p, j, d in zip(pngs, tops, drops)
-            ],  # fmt: skip
+            ],
             "maps": maps,
             "rows": [int(probe.rows[j]) for j in tops],
             "boxes": [list(b) for b in boxes[i]],
