@@ -11,10 +11,8 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
-from sae_lab.run import NeuronRecord, RunFiles
-from sae_lab.run.store import write_neurons
+from tests.helpers.runs import make_tiny_run
 from tests.helpers.threads import one_thread  # noqa: F401  (autouse)
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may come from the Hugging Face hub
@@ -34,23 +32,7 @@ FAST = {"split": "test", "probe_images": 36, "device": "cpu", "batch_size": 64, 
 
 def make_run(root: Path, classifier_ckpt: Path, name: str = "tiny") -> Path:
     """``root/checkpoints/<name>/sae`` (a random SAE, latent 0 never firing) and ``root/reports/<name>``."""
-    from sae_lab.models.classifier_io import load_classifier
-    from sae_lab.models.sae import SaeConfig, TopKSAE
-
-    clf = load_classifier(classifier_ckpt)
-    torch.manual_seed(0)
-    sae = TopKSAE(SaeConfig(d_in=clf.net.channels, num_latents=NUM_LATENTS, k=K), layer=clf.net.layer,
-                  classifier=clf.fingerprint, metadata={"classifier_checkpoint": str(classifier_ckpt)})  # fmt: skip
-    with torch.no_grad():
-        sae.b_enc.fill_(0.5)
-        sae.b_enc[DEAD] = -1e4
-    sae.save_to_disk(root / "checkpoints" / name / "sae")
-    out = root / "reports" / name
-    out.mkdir(parents=True)
-    gt = {"primitive": "circle", "image_auc": 0.95}
-    write_neurons(RunFiles(out).neurons, [NeuronRecord(latent=i, dead=i == DEAD, ground_truth=gt if i < 3 else None)
-                                          for i in range(NUM_LATENTS)])  # fmt: skip
-    return out
+    return make_tiny_run(root, classifier_ckpt, name=name, num_latents=NUM_LATENTS, k=K, dead=DEAD, matched=3)
 
 
 def lines(path: Path) -> list[dict]:

@@ -12,8 +12,8 @@ from sae_lab.explainers.base import get_explainer
 from sae_lab.explainers.le import LeSettings, run_le
 from sae_lab.explainers.le.concepts import filter_concepts, label_concepts, read_concept_file, vlm_concept_set
 from sae_lab.explainers.le.explain import NEVER_FIRES
-from sae_lab.run import ExplanationStore, NeuronRecord, RunFiles
-from sae_lab.run.store import write_neurons
+from sae_lab.run import ExplanationStore, RunFiles
+from tests.helpers.runs import make_tiny_run
 from tests.helpers.threads import one_thread  # noqa: F401
 
 NUM_LATENTS = 16
@@ -27,24 +27,8 @@ FAST = {"split": "train", "n_images": 144, "device": "cpu", "batch_size": 64}
 def run_dir(classifier_ckpt, tmp_path_factory) -> Path:
     """``root/checkpoints/tiny/sae`` (a random SAE on the test classifier, latent 0 never firing) and
     ``root/reports/tiny/neurons.jsonl``."""
-    from sae_lab.models.classifier_io import load_classifier
-    from sae_lab.models.sae import SaeConfig, TopKSAE
-
-    root = tmp_path_factory.mktemp("le_run")
-    clf = load_classifier(classifier_ckpt)
-    torch.manual_seed(0)
-    sae = TopKSAE(SaeConfig(d_in=clf.net.channels, num_latents=NUM_LATENTS, k=K), layer=clf.net.layer,
-                  classifier=clf.fingerprint, metadata={"classifier_checkpoint": str(classifier_ckpt)})  # fmt: skip
-    with torch.no_grad():
-        sae.b_enc.fill_(0.5)
-        sae.b_enc[DEAD] = -1e4
-    sae.save_to_disk(root / "checkpoints" / RUN / "sae")
-    out = root / "reports" / RUN
-    out.mkdir(parents=True)
-    gt = {"primitive": "circle", "image_auc": 0.95}
-    write_neurons(RunFiles(out).neurons, [NeuronRecord(latent=i, dead=i == DEAD, ground_truth=gt if i < 4 else None)
-                                          for i in range(NUM_LATENTS)])  # fmt: skip
-    return out
+    return make_tiny_run(tmp_path_factory.mktemp("le_run"), classifier_ckpt, name=RUN, num_latents=NUM_LATENTS, k=K,
+                         dead=DEAD, matched=4)  # fmt: skip
 
 
 def lines(path: Path) -> list[dict]:
