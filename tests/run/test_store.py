@@ -128,3 +128,22 @@ def test_atomic_json_never_leaves_a_temporary_file(tmp_path):
     write_json(tmp_path / "a" / "b.json", {"x": float("nan"), "y": [1.0]})
     assert json.loads((tmp_path / "a/b.json").read_text()) == {"x": None, "y": [1.0]}
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["b.json"]
+
+
+def test_summary_blocks_are_typed_and_checked(tmp_path):
+    from sae_lab.run.summary import BLOCKS, read_blocks, update_summary
+
+    path = tmp_path / "summary.json"
+    update_summary(path, "classifier", {"val_acc": 0.96, "seconds": 165.0})
+    update_summary(path, "le", {"latents": 493, "seconds": 3.4, "label": {"select_r": 0.75}})
+    update_summary(path, "total_seconds", 320.5)  # not a stage block: written as given
+    blocks = read_blocks(path)
+    assert blocks["classifier"] == BLOCKS["classifier"](seconds=165.0, val_acc=0.96)
+    assert blocks["le"].latents == 493 and blocks["le"].extra == {"label": {"select_r": 0.75}}
+    assert blocks["le"].to_json() == {"seconds": 3.4, "latents": 493, "label": {"select_r": 0.75}}
+    assert blocks["total_seconds"] == 320.5
+    with pytest.raises(TypeError, match="val_acc must be a number"):
+        update_summary(path, "classifier", {"val_acc": "high"})
+    assert read_blocks(path)["classifier"].val_acc == 0.96  # a refused block leaves the file alone
+    update_summary(path, "sae", {"fvu": float("nan"), "seconds": 1.0})
+    assert read_blocks(path)["sae"].fvu is None  # NaN is written as null
