@@ -31,8 +31,8 @@ class WorldSettings:
     def __post_init__(self):
         if self.n_train < 1 or self.n_test < 0:
             raise ValueError(f"n_train must be >= 1 and n_test >= 0, got {self.n_train} and {self.n_test}")
-        if self.image_size < 8:
-            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        if not 16 <= self.image_size <= 1024:
+            raise ValueError(f"image_size must be in [16, 1024], got {self.image_size}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1 (or None), got {self.workers}")
 

@@ -111,18 +111,29 @@ def export_world(
 ) -> Path:
     """Renders the world and writes it as parquet; returns the folder.
 
+    Every argument is checked before anything is touched; the new world is written beside ``out`` and swapped in at
+    the end, so a failed or killed run leaves the old one; ``overwrite`` replaces only a folder this function wrote
+    (it holds ``world.json``), never any other folder.
+
     Raises:
-        FileExistsError: `out` exists and `overwrite` is False.
+        FileExistsError: `out` exists and `overwrite` is False, or it is not a world export.
+        ValueError: an argument out of range (naming it).
     """
     import datasets
 
+    for name, value, lo, hi in (("n_train", n_train, 1, 10_000_000), ("n_test", n_test, 0, 10_000_000),
+                                ("image_size", image_size, 16, 1024), ("supersample", supersample, 1, 8)):  # fmt: skip
+        if not lo <= value <= hi:
+            raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
     out = Path(out)
     if out.exists():
         if not overwrite:
             raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
-        shutil.rmtree(out)
+        if not (out / WORLD_META).is_file():
+            raise FileExistsError(f"{out} is not a sketch-world export (no {WORLD_META}); refusing to replace it")
+    for stale in out.parent.glob(f"{out.name}.tmp-*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "data").mkdir(parents=True)
     workers = workers or min(4, os.cpu_count() or 1)
     features = world_features()
@@ -154,7 +165,13 @@ def export_world(
         "n_test": n_test,
     }
     (tmp / WORLD_META).write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, out)
+    if out.exists():  # swap: the old world goes only once the new one is complete
+        old = out.with_name(out.name + f".tmp-{os.getpid()}-old")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
     return out
 
 
