@@ -14,11 +14,13 @@ A method is one sub-package of :mod:`sae_lab.explainers` exposing ``EXPLAINER``,
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 
@@ -110,7 +112,30 @@ def get_explainer(name: str) -> Explainer:
         raise ValueError(f"explanation method {name!r} is not ready: {EXPLAINERS[name]} exposes no EXPLAINER")
     if not isinstance(explainer, Explainer):
         raise TypeError(f"{EXPLAINERS[name]}.EXPLAINER is not an Explainer")
-    return explainer
+    return dataclasses.replace(explainer, run=_locked(explainer.run, name))
+
+
+def _locked(run: Callable[[Any], dict], name: str) -> Callable[[Any], dict]:
+    """``run`` holding the run folder's lock for this method: two writers of one method on one run folder would
+    lose each other's records, so the second is refused with a message naming the first."""
+
+    def locked(settings: Any) -> dict:
+        from sae_lab.run.load import resolve_run
+        from sae_lab.run.lock import run_lock
+
+        folder = Path(settings.run)
+        if not folder.is_dir():
+            try:
+                folder = resolve_run(settings.run, getattr(settings, "sae", None)).run_dir or folder
+            except (FileNotFoundError, ValueError):
+                pass
+        if not folder.is_dir():
+            return run(settings)  # the method reports the missing report itself
+        with run_lock(folder, f"explain-{name}"):
+            return run(settings)
+
+    locked.__doc__ = run.__doc__
+    return locked
 
 
 def parse_latents(spec: str) -> list[int]:

@@ -147,3 +147,29 @@ def test_summary_blocks_are_typed_and_checked(tmp_path):
     assert read_blocks(path)["classifier"].val_acc == 0.96  # a refused block leaves the file alone
     update_summary(path, "sae", {"fvu": float("nan"), "seconds": 1.0})
     assert read_blocks(path)["sae"].fvu is None  # NaN is written as null
+
+
+def test_a_second_writer_of_one_method_on_one_run_is_refused_naming_the_first(tmp_path):
+    import subprocess
+    import sys
+
+    from sae_lab.explainers.base import get_explainer
+    from sae_lab.run.lock import RunLocked, run_lock
+
+    write_jsonl(tmp_path / "neurons.jsonl", [{**V1, "id": 0}])
+    explainer = get_explainer("labels")
+    settings = explainer.settings(run=str(tmp_path), progress=False)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from sae_lab.run.lock import run_lock\n"
+        f"with run_lock({str(tmp_path)!r}, 'explain-labels'):\n    print('held', flush=True); time.sleep(30)")],
+        stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLocked, match=rf"another `explain-labels` run \(pid {holder.pid}"):
+            explainer.run(settings)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert explainer.run(settings)["labelled"] == 1  # the lock died with its holder
+    with run_lock(tmp_path, "explain-le"):  # another method's lock does not block labels
+        assert explainer.run(settings)["failed"] == 0
