@@ -79,10 +79,6 @@ def test_a_latent_that_never_fires_gets_a_reason(run_dir):
 
 
 def test_vlm_variant_with_the_offline_perception(run_dir, tmp_path):
-    try:
-        from sae_lab.backends.perception import make_perception  # noqa: F401
-    except ImportError:
-        pytest.skip("sae_lab.backends.perception.make_perception is not there yet")
     words = tmp_path / "words.txt"
     words.write_text("wheel with rays\nzebra\n")
     block = run_le(LeSettings(run=str(run_dir), variants="vlm", latents="1-6", concept_file=str(words), **FAST))
