@@ -198,6 +198,21 @@ def choose_latents(spec: str | Sequence[int], neurons: Sequence[Any]) -> list[in
     return ids
 
 
+def open_report(settings: ExplainSettings) -> tuple[Any, list[Any], list[int]]:
+    """What every method starts from: the run's report folder (found as :func:`~sae_lab.run.resolve_run` finds it),
+    its neuron records and the latents ``settings.latents`` chooses.
+
+    Raises:
+        FileNotFoundError: no report (naming what to run first), SAE or classifier.
+        ValueError: a latent the report does not have.
+    """
+    from sae_lab.run import RunFiles, read_neurons, resolve_run
+
+    files = RunFiles(resolve_run(settings.run, settings.sae, settings.classifier).run_dir)
+    neurons = read_neurons(files)
+    return files, neurons, choose_latents(settings.latents, neurons)
+
+
 MAX_LATENT_ID = 1 << 24
 """Ids at or above this are refused before any range is expanded."""
 

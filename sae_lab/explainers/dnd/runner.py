@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from sae_lab.explainers.base import choose_latents
+from sae_lab.explainers.base import open_report
 from sae_lab.explainers.dnd.engine import DndEngine
 from sae_lab.explainers.dnd.outputs import METHOD, write_latent
 from sae_lab.explainers.dnd.settings import DndSettings
-from sae_lab.run import RunFiles, resolve_run, write_json
+from sae_lab.run import write_json
 from sae_lab.run.records import ExplanationRecord, NeuronRecord
-from sae_lab.run.store import ExplanationStore, read_neurons
+from sae_lab.run.store import ExplanationStore
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +61,7 @@ def run_dnd(settings: DndSettings | None = None, parts: dict[str, Any] | None = 
     s = settings if settings is not None else DndSettings(**kwargs)
     s.check()
     t0 = time.perf_counter()
-    files = RunFiles(resolve_run(s.run, s.sae, s.classifier).run_dir)
-    neurons = read_neurons(files)
-    latents = choose_latents(s.latents, neurons)
+    files, neurons, latents = open_report(s)
     digest = s.settings_hash()
     store = ExplanationStore(files, METHOD)
     todo = [i for i in latents if s.overwrite or i not in store.done(digest)]

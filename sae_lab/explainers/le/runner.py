@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from sae_lab.explainers.base import choose_latents
+from sae_lab.explainers.base import open_report
 from sae_lab.explainers.le.concepts import (
     ConceptMatrix,
     filter_concepts,
@@ -26,9 +26,8 @@ from sae_lab.explainers.le.concepts import (
 from sae_lab.explainers.le.explain import LeOptions, LinearExplanation, explain_latents
 from sae_lab.explainers.le.settings import VARIANTS, LeSettings
 from sae_lab.run.files import GT_AUC, RunFiles
-from sae_lab.run.load import resolve_run
 from sae_lab.run.records import Cost, ExplanationRecord, NeuronRecord
-from sae_lab.run.store import ExplanationStore, read_neurons
+from sae_lab.run.store import ExplanationStore
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +121,7 @@ def run_le(settings: LeSettings | None = None, **kwargs: Any) -> dict[str, Any]:
     s = settings if settings is not None else LeSettings(**kwargs)
     s.check()
     t0 = time.perf_counter()
-    paths = resolve_run(s.run, s.sae, s.classifier)
-    files = RunFiles(paths.run_dir)
-    neurons = read_neurons(files)
-    latents = choose_latents(s.latents, neurons)
+    files, neurons, latents = open_report(s)
     variants = s.variant_list()
     stores = {v: ExplanationStore(files, VARIANTS[v]) for v in variants}
     hashes = {v: s.variant_hash(v) for v in variants}

@@ -15,16 +15,15 @@ from typing import Any
 
 import torch
 
-from sae_lab.explainers.base import choose_latents
+from sae_lab.explainers.base import open_report
 from sae_lab.explainers.patches.ablation import ablation_drops, top_drops
 from sae_lab.explainers.patches.cache import DropCache
 from sae_lab.explainers.patches.explain import ChunkInputs, explain_chunk
 from sae_lab.explainers.patches.settings import PatchSettings
 from sae_lab.explainers.patches.vocabulary import class_vocabularies
 from sae_lab.run.files import RunFiles
-from sae_lab.run.load import resolve_run
 from sae_lab.run.records import Cost, ExplanationRecord
-from sae_lab.run.store import ExplanationStore, read_neurons
+from sae_lab.run.store import ExplanationStore
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +71,7 @@ def run_patches(settings: PatchSettings | None = None, **kwargs: Any) -> dict[st
     s = settings if settings is not None else PatchSettings(**kwargs)
     s.check()
     t0 = time.perf_counter()
-    paths = resolve_run(s.run, s.sae, s.classifier)
-    files = RunFiles(paths.run_dir)
-    neurons = read_neurons(files)
-    latents = choose_latents(s.latents, neurons)
+    files, neurons, latents = open_report(s)
     digest = s.settings_hash()
     work = {"forward_images": 0, "vlm_images": 0, "llm_calls": 0}
     with ExplanationStore(files, METHOD) as store:
