@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sae_lab.backends.image.imagegen import ImageBackend, ImageCache, make_image_backend
+from sae_lab.backends.image import ImageBackend, ImageCache, make_image_backend
 from sae_lab.data.world import primitives_in_text
 from sae_lab.evaluate.settings import HELDOUT_WORLD_SEED, SEED_SPACE
 from sae_lab.run.files import RunFiles
@@ -52,7 +52,7 @@ class UsedGeneration:
     template: str | None
     """Its prompt template."""
     seed: int | None
-    """The run seed its per-image seeds were hashed from (:func:`~sae_lab.backends.image.imagegen.image_seed`)."""
+    """The run seed its per-image seeds were hashed from (:func:`~sae_lab.backends.image.image_seed`)."""
     seed_range: tuple[int, int] | None = None
     """An explicit ``[start, stop)`` of image seeds, when it drew from a plain range."""
 
@@ -95,7 +95,7 @@ def recorded_generation(files: RunFiles, explanations: Mapping[str, Mapping[int,
 def check_heldout(template: str, seed_start: int, n_images: int, used: Sequence[UsedGeneration]) -> None:
     """Raises ValueError when the held-out template or seed range meets what an explainer used.
 
-    Hashed seeds (:func:`~sae_lab.backends.image.imagegen.image_seed`) lie in [0, 2^31): a range starting below
+    Hashed seeds (:func:`~sae_lab.backends.image.image_seed`) lie in [0, 2^31): a range starting below
     that is refused whenever an explainer drew hashed seeds; explicit ranges must not overlap.
     """
     stop = seed_start + n_images

@@ -12,7 +12,7 @@ HELDOUT_TEMPLATE = "a quick pencil sketch of {concept}"
 """The held-out prompt template: no explainer's (LINE and DnD draw "a simple black-and-white line drawing of …")."""
 
 SEED_SPACE = 2**31
-"""Explainers draw image seeds from [0, 2^31) (:func:`~sae_lab.backends.image.imagegen.image_seed`); the held-out
+"""Explainers draw image seeds from [0, 2^31) (:func:`~sae_lab.backends.image.image_seed`); the held-out
 range starts here by default, so it cannot meet any of them."""
 
 HELDOUT_WORLD_SEED = 1

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from sae_lab.backends.image.imagegen import RendererBackend, image_seed
+from sae_lab.backends.image import RendererBackend, image_seed
 from sae_lab.data.world import primitives_in_text
 from sae_lab.evaluate import HELDOUT_TEMPLATE, SEED_SPACE, HeldoutGenerator, check_heldout, recorded_generation
 from sae_lab.evaluate.heldout import UsedGeneration

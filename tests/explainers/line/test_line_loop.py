@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sae_lab.__main__ import main
-from sae_lab.backends.image.imagegen import RendererBackend
+from sae_lab.backends.image import RendererBackend
 from sae_lab.backends.text.base import GenerationResult, TextBackend
 from sae_lab.explainers.line import LineConfig, LineSession, explain, gt_named_rate, parse_latents, run_line_stage
 from tests.backends.text.test_hf import tiny_model_dir  # noqa: F401 -- the tiny random Llama fixture of the LLM tests
