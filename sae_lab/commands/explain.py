@@ -33,9 +33,12 @@ def find_explainer(name: str) -> Any:
 
 
 def run_method(explainer: Any, settings: Any) -> int:
-    """Runs one method and prints its summary block; 1 when some latents failed."""
+    """Runs one method and prints its summary block (secrets scrubbed); 1 when some latents failed."""
+    from sae_lab.run.secrets import install_log_scrubber, scrub_value
+
+    install_log_scrubber()  # a warning quoting a spec or a server's answer shows no key
     block = explainer.run(settings)
-    print_block(block)
+    print_block(scrub_value(block))
     return 1 if block.get("failed") else 0
 
 

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
+from sae_lab.run.secrets import scrub, scrub_value
+
 T = TypeVar("T", bound="Record")
 
 NEURONS_SCHEMA = 2
@@ -123,6 +125,11 @@ class LabelRecord(Record):
     seconds: float = 0.0
     """Time its requests took (summed over attempts)."""
 
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out["source"], out["error"] = scrub(self.source), scrub(self.error)  # a spec or error never carries a key
+        return out
+
     def to_explanation(self) -> ExplanationRecord:
         """This label in the one explanation schema (method ``labels``)."""
         cost = Cost(llm_calls=self.attempts, seconds=self.seconds)
@@ -228,7 +235,14 @@ class ExplanationRecord(Record):
 
     @property
     def ok(self) -> bool:
-        return bool(self.text)
+        """An explanation to use: it has text, is not marked ``failed``, and a score it records (LINE's
+        ``detail["score"]``) is a number: a concept no image could score is no label."""
+        if not self.text or self.detail.get("failed"):
+            return False
+        if "score" in self.detail:
+            score = self.detail["score"]
+            return isinstance(score, (int, float)) and score == score  # not None, not NaN
+        return True
 
     @property
     def concepts(self) -> list[str]:
@@ -245,11 +259,13 @@ class ExplanationRecord(Record):
         out = super().to_json()
         out["terms"] = [dataclasses.asdict(t) for t in self.terms]
         out["cost"] = dataclasses.asdict(self.cost)
+        out["backends"] = scrub_value(self.backends)  # specs as given may hold a key (http://u:KEY@host)
         return out
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> ExplanationRecord:
         rec = super().from_json(obj)
+        rec.backends = scrub_value(rec.backends) if isinstance(rec.backends, dict) else {}  # files from before
         rec.terms = [t if isinstance(t, Term) else Term(str(t["concept"]), float(t.get("weight", 1.0)))
                      for t in rec.terms or []]  # fmt: skip
         if isinstance(rec.cost, dict):

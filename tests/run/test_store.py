@@ -99,7 +99,7 @@ def test_unreadable_lines_are_skipped_with_a_warning_naming_the_line(tmp_path, c
 def test_old_labels_and_line_files_read_as_explanations(tmp_path):
     (tmp_path / "labels.jsonl").write_text(json.dumps({"latent": 0, "label": "wheel", "status": "ok"}) + "\n")
     (tmp_path / "line").mkdir()
-    (tmp_path / "line/summary.jsonl").write_text(json.dumps({"latent": 0, "best_concept": "ring"}) + "\n"
+    (tmp_path / "line/summary.jsonl").write_text(json.dumps({"latent": 0, "best_concept": "ring", "best_score": 0.9}) + "\n"
                                                  + json.dumps({"latent": 1, "best_concept": None}) + "\n")  # fmt: skip
     assert explanation_methods(tmp_path) == ["labels", "line"]
     assert preferred_texts(tmp_path) == {0: ("ring", "line")}

@@ -17,8 +17,10 @@ from sae_lab.backends.text.remote import (
     image_data_url,
     is_transient_status,
     parse_retry_after,
+    scrub,
     transient_from_httpx,
 )
+from sae_lab.run.secrets import check_env_name
 
 
 class OpenAICompatBackend(RemoteBackend):
@@ -57,12 +59,14 @@ class OpenAICompatBackend(RemoteBackend):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
         self.model = model
         self.base_url = base_url.rstrip("/")
-        self.name = f"openai:{model}@{self.base_url}"
+        # the name is recorded in every label and explanation: a key inside the URL (http://u:KEY@host) never is
+        self.name = scrub(f"openai:{model}@{self.base_url}")
         self.accepts_images = accepts_images
         self.extra_body = dict(extra_body or {})
         self._api_key: Secret | None = None
         headers = {}
         if api_key_env:
+            check_env_name(api_key_env)  # the key itself given instead of a name: refused without echoing it
             key = os.environ.get(api_key_env)
             if not key:
                 raise ValueError(f"environment variable {api_key_env} (the API key) is not set")
@@ -78,7 +82,7 @@ class OpenAICompatBackend(RemoteBackend):
 
     def __repr__(self) -> str:
         return (
-            f"OpenAICompatBackend(model={self.model!r}, base_url={self.base_url!r}, "
+            f"OpenAICompatBackend(model={self.model!r}, base_url={scrub(self.base_url)!r}, "
             f"concurrency={self.concurrency}, accepts_images={self.accepts_images})"
         )
 
@@ -86,7 +90,8 @@ class OpenAICompatBackend(RemoteBackend):
         self._client.close()
 
     def _secrets(self) -> list[str]:
-        return [self._api_key.get()] if self._api_key else []
+        password = httpx.URL(self.base_url).password  # a key inside the URL is a secret too
+        return [s for s in (self._api_key.get() if self._api_key else None, password) if s]
 
     def _messages(self, request: ChatRequest) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = [dict(m) for m in request.messages]

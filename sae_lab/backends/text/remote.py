@@ -7,7 +7,6 @@ import email.utils
 import io
 import logging
 import random
-import re
 import time
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
@@ -19,18 +18,12 @@ from typing import TYPE_CHECKING
 import httpx
 
 from sae_lab.backends.text.base import ChatRequest, GenerationResult, TextBackend
+from sae_lab.run.secrets import scrub  # noqa: F401 -- the one scrub (by value and by pattern), re-exported
 
 if TYPE_CHECKING:
     from PIL import Image
 
 logger = logging.getLogger(__name__)
-
-# Tokens that look like credentials are masked even when we were not told about them.
-_CREDENTIAL_PATTERNS = (
-    re.compile(r"(?i)(bearer\s+)[^\s'\"]+"),
-    re.compile(r"\br8_[A-Za-z0-9]{8,}"),
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),
-)
 
 
 @dataclass
@@ -84,16 +77,6 @@ class Secret:
         return "Secret('***')"
 
     __str__ = __repr__
-
-
-def scrub(text: str, secrets: Sequence[str] = ()) -> str:
-    """``text`` with every known secret and anything that looks like a bearer token or API key masked."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    for pattern in _CREDENTIAL_PATTERNS:
-        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
-    return text
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

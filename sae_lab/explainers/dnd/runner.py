@@ -22,6 +22,7 @@ from sae_lab.explainers.dnd.outputs import METHOD, write_latent
 from sae_lab.explainers.dnd.settings import DndSettings
 from sae_lab.run import write_json
 from sae_lab.run.records import ExplanationRecord, NeuronRecord
+from sae_lab.run.secrets import scrub_value
 from sae_lab.run.store import ExplanationStore
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def run_dnd(settings: DndSettings | None = None, parts: dict[str, Any] | None = 
     if todo:
         engine = DndEngine(s, **(parts or {}))
         # the prompt template and seed the images were drawn with, where evaluate looks for them (held-out check)
-        write_json(files.method_dir(METHOD) / "settings.json", {**asdict(s), "settings_hash": digest})
+        write_json(files.method_dir(METHOD) / "settings.json", scrub_value({**asdict(s), "settings_hash": digest}))
         setup = (time.perf_counter() - t0) / len(todo)
         try:
             for start in range(0, len(todo), s.chunk_size):
