@@ -23,10 +23,12 @@ from sae_lab.run import (
     RunFiles,
     atomic_write_text,
     files,
+    keep_matching,
     preferred_texts,
     read_explanations,
     read_json,
     read_neurons,
+    recorded_identity,
 )
 
 logger = logging.getLogger(__name__)
@@ -61,10 +63,12 @@ def render_index(run_dir: str | Path, extras_dir: str | Path | None = None) -> s
         raise FileNotFoundError(f"{run.root} holds no neuron report (run `python -m sae_lab report` first)")
     report = read_json(run.report) or {}
     neurons = read_neurons(run)
-    explanations = read_explanations(extras)
+    mine = recorded_identity(run)  # the report's own SAE (the extras folder may still hold another's report)
+    mine = mine.id if mine is not None else None
+    explanations = {m: keep_matching(r, extras, m, mine) for m, r in read_explanations(extras).items()}
     order = [m for m in DEFAULT_PREFERENCE if m in explanations] + sorted(set(explanations) - set(DEFAULT_PREFERENCE))
     explanations = {m: explanations[m] for m in order}
-    preferred = preferred_texts(extras)
+    preferred = preferred_texts(extras, identity=mine)
     latents = [
         views.latent_view(n, [explanations[m][n.latent] for m in order if n.latent in explanations[m]],
                           preferred.get(n.latent), files.GT_AUC)

@@ -21,6 +21,7 @@ from sae_lab.report.settings import ReportSettings
 from sae_lab.report.stream import StatsPass, rows_store, stream_statistics
 from sae_lab.run import GT_AUC, RunFiles, check_pair, load_run
 from sae_lab.run.files import NEURONS, REPORT
+from sae_lab.run.identity import IDENTITY_KEY, identity_of
 from sae_lab.run.io import write_json, write_jsonl
 
 
@@ -83,6 +84,7 @@ def build_report(
                     "num_latents": m, "k": sae.cfg.k, "classifier": sae.classifier,
                     "metrics": sae_metrics if sae_metrics is not None else (sae.metadata or {}).get("val")},
             "classifier": {"checkpoint": str(clf.path), "fingerprint": clf.fingerprint, "layer": clf.net.layer},
+            IDENTITY_KEY: identity_of(sae, clf).to_json(),  # every reader checks its models against this
             "data": {"source": str(dm.source), "split": split, "grid": list(sp.grid),
                      "image_size": dm.hparams.image_size, "class_names": list(clf.class_names),
                      "primitive_names": primitive_names},

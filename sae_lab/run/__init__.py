@@ -3,6 +3,7 @@ dataclasses (:mod:`.records`), per-file readers and writers (:mod:`.store`), sum
 finding + loading a run's models (:mod:`.load`)."""
 
 from sae_lab.run.files import GT_AUC, RunFiles, is_sae_dir
+from sae_lab.run.identity import Identity, IdentityError, check_identity, keep_matching, recorded_identity
 from sae_lab.run.io import JsonlAppender, atomic_write_bytes, atomic_write_text, read_json, read_jsonl, write_json
 from sae_lab.run.load import DEFAULT_RUN, LoadedRun, RunPaths, check_pair, load_run, load_sae, resolve_run
 from sae_lab.run.records import (
@@ -34,6 +35,8 @@ __all__ = [
     "Cost",
     "ExplanationRecord",
     "ExplanationStore",
+    "Identity",
+    "IdentityError",
     "JsonlAppender",
     "LabelRecord",
     "LabelStore",
@@ -45,9 +48,11 @@ __all__ = [
     "Term",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_identity",
     "check_pair",
     "explanation_methods",
     "is_sae_dir",
+    "keep_matching",
     "linear_text",
     "load_run",
     "load_sae",
@@ -59,6 +64,7 @@ __all__ = [
     "read_labels",
     "read_line_results",
     "read_neurons",
+    "recorded_identity",
     "resolve_run",
     "write_json",
 ]

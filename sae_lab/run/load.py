@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sae_lab.run.files import SAE_CFG, SAE_WEIGHTS, RunFiles, is_sae_dir
+from sae_lab.run.identity import IDENTITY_KEY, Identity, check_identity, identity_of
 
 if TYPE_CHECKING:
     import torch
@@ -73,6 +74,7 @@ def _report_facts(run_dir: Path | None) -> dict:
     return {
         "sae": report.get("sae_dir") or (sae.get("dir") if isinstance(sae, dict) else sae),
         "classifier": clf.get("checkpoint") if isinstance(clf, dict) else clf,
+        "identity": report.get(IDENTITY_KEY),
     }
 
 
@@ -107,7 +109,8 @@ def resolve_run(
     if sae is not None:
         candidates.append(Path(sae))
         recorded = _find(facts["sae"], anchors, want_dir=True) if facts.get("sae") else None
-        if recorded is not None and recorded.resolve() != Path(sae).resolve():
+        # With an identity recorded, load_run checks the SAE itself (a copy elsewhere is fine, a swap is not).
+        if recorded is not None and recorded.resolve() != Path(sae).resolve() and not facts.get("identity"):
             logger.warning(
                 "the report in %s is of the SAE at %s, not %s: its labels may not fit", run_dir, recorded, sae
             )
@@ -215,16 +218,24 @@ class LoadedRun:
     """The :class:`~sae_lab.models.classifier_io.LoadedClassifier`."""
     roots: list[Path]
     """Folders to resolve relative paths recorded in the SAE or classifier from (data caches)."""
+    _identity: Identity | None = field(default=None, repr=False)
 
     @property
     def files(self) -> RunFiles | None:
         return RunFiles(self.paths.run_dir) if self.paths.run_dir is not None else None
 
     @property
+    def identity(self) -> Identity:
+        """Identity of this SAE + classifier pair (the SAE weights' digest and the classifier fingerprint)."""
+        if self._identity is None:
+            self._identity = identity_of(self.sae, self.classifier)
+        return self._identity
+
+    @property
     def sae_id(self) -> str:
-        """Identity of this SAE + classifier pair (the classifier fingerprint and the SAE weights' digest):
-        caches of activations and explanation files carry it, so nothing from another SAE is ever mixed in."""
-        return f"{self.classifier.fingerprint}-{file_digest(self.paths.sae_dir / SAE_WEIGHTS)}"
+        """:attr:`identity` as one string (``<classifier>-<sae>``): caches of activations and explanation files
+        carry it, so nothing from another SAE is ever mixed in."""
+        return self.identity.id
 
 
 def load_run(
@@ -232,12 +243,20 @@ def load_run(
     sae: str | os.PathLike | None = None,
     classifier: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
+    check: bool = True,
 ) -> LoadedRun:
     """Finds (:func:`resolve_run`), loads and checks a run's SAE and classifier.
+
+    With a run folder, the models must be the ones its report was made from (:func:`check_identity`): the
+    report's statistics and explanations describe that SAE's latents and no other's.
+
+    Args:
+        check: refuse models whose identity is not the report's (False: load them anyway).
 
     Raises:
         FileNotFoundError: no SAE or classifier found (the message names the places tried).
         ValueError: they do not belong together.
+        IdentityError: (a ValueError) the run's report was made with another SAE or classifier.
     """
     from sae_lab.models.classifier_io import load_classifier
 
@@ -246,4 +265,7 @@ def load_run(
     clf = load_classifier(paths.classifier).to(device)
     check_pair(sae_model, clf, paths.sae_dir)
     roots = [Path.cwd(), *paths.sae_dir.resolve().parents, *Path(paths.classifier).resolve().parents]
-    return LoadedRun(paths, sae_model, clf, list(dict.fromkeys(roots)))
+    loaded = LoadedRun(paths, sae_model, clf, list(dict.fromkeys(roots)))
+    if check and paths.run_dir is not None:
+        check_identity(paths.run_dir, loaded.identity, paths.sae_dir, paths.classifier)
+    return loaded

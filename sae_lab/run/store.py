@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable, Sequence
 
 from sae_lab.run.files import RunFiles
+from sae_lab.run.identity import keep_matching
 from sae_lab.run.io import JsonlAppender, iter_jsonl, latest_by_latent, read_jsonl, write_jsonl
 from sae_lab.run.records import ExplanationRecord, LabelRecord, LineResult, NeuronRecord
 
@@ -89,15 +90,17 @@ class ExplanationStore:
         self._appender: JsonlAppender | None = None
 
     def latest(self) -> dict[int, ExplanationRecord]:
+        """The last record per latent, of the run's own SAE: records made for another SAE than the one
+        ``report.json`` records are left out, with a warning (:func:`~sae_lab.run.identity.keep_matching`)."""
         if not self.path.is_file():
-            return legacy_explanations(self.files, self.method)
+            return keep_matching(legacy_explanations(self.files, self.method), self.files, self.method)
         out = {}
         for latent, obj in latest_by_latent(read_jsonl(self.path)).items():
             try:
                 out[latent] = ExplanationRecord.from_json(obj)
             except (TypeError, ValueError, KeyError) as e:
                 logger.warning("%s: latent %d: %s; skipped", self.path, latent, e)
-        return out
+        return keep_matching(out, self.files, self.method)
 
     def done(self, settings_hash: str | None = None) -> set[int]:
         """Latents with a record (made with ``settings_hash`` when given)."""
@@ -166,10 +169,11 @@ DEFAULT_PREFERENCE = ("line", "dnd", "le-vlm", "patches", "labels", "le-label")
 against generated evidence first, then the stats labeller."""
 
 
-def preferred_texts(run: str | os.PathLike | RunFiles | None, methods: Sequence[str] | str | None = None
-                    ) -> dict[int, tuple[str, str]]:  # fmt: skip
+def preferred_texts(run: str | os.PathLike | RunFiles | None, methods: Sequence[str] | str | None = None,
+                    identity: str | None = None) -> dict[int, tuple[str, str]]:  # fmt: skip
     """``{latent: (text, method)}``: per latent the first method in ``methods`` (default
-    :data:`DEFAULT_PREFERENCE`, then any other method alphabetically) that explains it."""
+    :data:`DEFAULT_PREFERENCE`, then any other method alphabetically) that explains it; only records of the SAE
+    ``identity`` (an :attr:`~sae_lab.run.identity.Identity.id`; default: the one ``report.json`` records)."""
     if run is None:
         return {}
     files = _files(run)
@@ -180,7 +184,7 @@ def preferred_texts(run: str | os.PathLike | RunFiles | None, methods: Sequence[
         order += [m for m in explanation_methods(files) if m not in order]
     out: dict[int, tuple[str, str]] = {}
     for method in order:
-        for latent, rec in ExplanationStore(files, method).latest().items():
+        for latent, rec in keep_matching(ExplanationStore(files, method).latest(), files, method, identity).items():
             if rec.ok and latent not in out:
                 out[latent] = (rec.text.strip(), method)
     return out
