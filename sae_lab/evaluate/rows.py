@@ -13,6 +13,7 @@ import numpy as np
 
 from sae_lab.data.world import PRIMITIVES
 from sae_lab.explainers.base import parse_latents
+from sae_lab.run.identity import record_identity
 from sae_lab.run.records import ExplanationRecord, NeuronRecord
 
 BASELINES = ("random", "top-class", "oracle")
@@ -91,18 +92,15 @@ def baselines(neurons: Mapping[int, NeuronRecord], latents: Sequence[int], vocab
 
 
 def recorded_sae_ids(record: ExplanationRecord) -> list[str]:
-    """The SAE a record says it explains (``detail.sae_id``, ``backends.sae_id``, or ``backends.sae`` when that is
-    an identity, not a path), if it says."""
-    found = [record.detail.get("sae_id"), record.backends.get("sae_id")]
-    sae = record.backends.get("sae")
-    if isinstance(sae, str) and "/" not in sae and "\\" not in sae:
-        found.append(sae)
-    return [str(s) for s in found if s]
+    """The SAE a record says it explains (:func:`~sae_lab.run.identity.record_identity`), if it says."""
+    found = record_identity(record)
+    return [found] if found else []
 
 
 def check_same_sae(explanations: Explanations, sae_id: str, sae_dir: str = "", line_params: dict | None = None
                    ) -> None:  # fmt: skip
-    """Refuses explanations made for another SAE.
+    """Refuses explanations made for another SAE (the run layer already leaves out records whose identity is not
+    the report's; this catches the rest: a report that records no identity, LINE's ``params.json``).
 
     Args:
         explanations: every method's records.

@@ -32,6 +32,7 @@ from sae_lab.data.images import MAX_PIXELS, ImageDecodeError, image_to_tensor, o
 from sae_lab.inference.why import ClassScore, LatentContribution, Why
 from sae_lab.models.tokens import fmap_to_tokens
 from sae_lab.run import RunPaths, preferred_texts, resolve_run
+from sae_lab.run.identity import Identity, check_identity, identity_of
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +42,12 @@ ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray | Tensor
 
 
 # ------------------------------------------------------------------------------------------------ the lab
-def read_labels(run_dir: str | os.PathLike | None, methods: Sequence[str] | str | None = None
-                ) -> dict[int, tuple[str, str]]:  # fmt: skip
+def read_labels(run_dir: str | os.PathLike | None, methods: Sequence[str] | str | None = None,
+                identity: str | None = None) -> dict[int, tuple[str, str]]:  # fmt: skip
     """Each latent's label from the run's explanations: ``{latent: (text, method)}``, the first method in
-    ``methods`` (default: :data:`sae_lab.run.DEFAULT_PREFERENCE`) that explains it."""
-    return preferred_texts(run_dir, methods)
+    ``methods`` (default: :data:`sae_lab.run.DEFAULT_PREFERENCE`) that explains it, among the explanations of
+    the SAE ``identity`` (default: the one the run's ``report.json`` records); others are skipped with a warning."""
+    return preferred_texts(run_dir, methods, identity)
 
 
 class SaeLab:
@@ -95,6 +97,10 @@ class SaeLab:
         self.class_names = classifier.class_names
         self.image_size = classifier.image_size
         self.labels = dict(labels or {})
+        self.explanations: Sequence[str] | str | None = None
+        """The explanation methods the labels come from (None: the default preference)."""
+        self.identity: Identity | None = None
+        """The SAE + classifier identity (set by :meth:`load`; the labels are of this SAE only)."""
         with torch.no_grad():  # per-latent logit-lens vectors and the constant term, in float64
             w_out, b_out = (t.double() for t in net.logit_weights())
             sigma, mu = self.sae.sigma.double(), self.sae.mu.double()
@@ -131,6 +137,8 @@ class SaeLab:
         Raises:
             FileNotFoundError: no SAE / classifier found (the message names the places tried).
             ValueError: the SAE and the classifier do not belong together.
+            IdentityError: (a ValueError) the run's report and explanations were made with another SAE or
+                classifier (the message names both identities and the ``report`` to re-run).
         """
         from sae_lab.models.classifier_io import load_classifier
         from sae_lab.models.sae import TopKSAE
@@ -138,18 +146,28 @@ class SaeLab:
         paths = resolve_run(run, sae, classifier)
         clf = load_classifier(paths.classifier)
         sae_model = TopKSAE.load_from_disk(paths.sae_dir)
+        identity = identity_of(sae_model, clf)
+        if paths.run_dir is not None:  # the run's labels name this SAE's latents, or it is refused
+            check_identity(paths.run_dir, identity, paths.sae_dir, paths.classifier)
         if isinstance(text_backend, str):
             from sae_lab.backends.text import make_backend
 
             text_backend = make_backend(text_backend)
-        labels = read_labels(paths.run_dir, explanations)
+        labels = read_labels(paths.run_dir, explanations, identity.id)
         lab = cls(clf, sae_model, labels, paths, text_backend, max_pixels, device)
-        lab.explanations = explanations
+        lab.explanations, lab.identity = explanations, identity
         return lab
 
     def reload_labels(self) -> int:
-        """Re-reads the run's explanations (after an ``explain`` run); returns how many latents have a label."""
-        self.labels = read_labels(self.paths.run_dir if self.paths else None, getattr(self, "explanations", None))
+        """Re-reads the run's explanations (after an ``explain`` run); returns how many latents have a label.
+
+        Raises:
+            IdentityError: the run's report has been re-made with another SAE or classifier since :meth:`load`.
+        """
+        run_dir = self.paths.run_dir if self.paths else None
+        if run_dir is not None and self.identity is not None:
+            check_identity(run_dir, self.identity, self.paths.sae_dir, self.paths.classifier)
+        self.labels = read_labels(run_dir, self.explanations, self.identity.id if self.identity else None)
         return len(self.labels)
 
     @property

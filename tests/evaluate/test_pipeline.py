@@ -117,11 +117,20 @@ def test_a_run_without_explanations_says_what_to_run_first(tiny, tmp_path):
         evaluate(settings(run))
 
 
-def test_explanations_of_another_sae_are_refused_naming_both(tiny, tmp_path):
+def test_explanations_of_another_sae_are_left_out_or_refused_naming_both(tiny, tmp_path, caplog):
     run = clone_run(tiny, tmp_path / "other")
     ours = load_run(run).sae_id
     write_method(run, "labels", {0: "circle"}, detail={"sae_id": ours})
     write_method(run, "line", {0: "circle"}, backends={"sae": "deadbeef-0123"})  # where LINE records it
+    # The report records its SAE: the run layer leaves the other SAE's records out (missing), with a warning.
+    with caplog.at_level("WARNING"):
+        ev = evaluate(settings(run, latents="0"))
+    assert ev["methods"]["line"]["missing"] == 1 and ev["methods"]["labels"]["missing"] == 0
+    assert "line.jsonl: 1 of 1 explanations were made for another SAE (deadbeef-0123" in caplog.text
+    # A report from before identities: evaluate itself refuses them.
+    report = json.loads(RunFiles(run).report.read_text())
+    report.pop("identity")
+    RunFiles(run).report.write_text(json.dumps(report))
     with pytest.raises(ValueError, match=r"line\.jsonl.*deadbeef-0123.*" + ours):
         evaluate(settings(run))
 

@@ -24,11 +24,14 @@ from sae_lab.explainers.base import ExplainSettings, choose_latents, parse_laten
 from sae_lab.explainers.labels.labeller import MAX_NEW_TOKENS, Labeller
 from sae_lab.explainers.labels.prompt import make_task
 from sae_lab.run import ExplanationStore, LabelRecord, LabelStore, RunFiles, read_neurons
+from sae_lab.run.identity import recorded_identity
 from sae_lab.run.records import NeuronRecord
 
 logger = logging.getLogger(__name__)
 
 METHOD = "labels"
+SAE_KEY = "sae"
+"""The key of a ``labels.jsonl`` line (and of an explanation's ``backends``) holding the SAE identity."""
 TOKEN_ENVS = ("REPLICATE_API_TOKEN",)
 """Environment variables whose values are masked in everything written (plus the backend's own secrets)."""
 
@@ -140,9 +143,15 @@ def refresh_index(run_dir: Path) -> Path | None:
 
 
 def write_explanations(files: RunFiles, latest: Mapping[int, Mapping[str, Any]]) -> int:
-    """``explanations/labels.jsonl`` rewritten from the compacted ``labels.jsonl``."""
+    """``explanations/labels.jsonl`` rewritten from the compacted ``labels.jsonl`` (each record with the identity
+    of the SAE its report describes, ``backends.sae``)."""
     store = ExplanationStore(files, METHOD)
-    records = [LabelRecord.from_json(dict(latest[k])).to_explanation() for k in sorted(latest)]
+    records = []
+    for k in sorted(latest):
+        record = LabelRecord.from_json(dict(latest[k])).to_explanation()
+        if latest[k].get(SAE_KEY):
+            record.backends[SAE_KEY] = latest[k][SAE_KEY]
+        records.append(record)
     from sae_lab.run.io import write_jsonl
 
     return write_jsonl(store.path, (r.to_json() for r in records))
@@ -188,6 +197,9 @@ def label_run(
         raise ValueError("need concurrency >= 1, max_retries >= 0, timeout > 0 and max_new_tokens >= 1")
     files = RunFiles(run_dir)
     neurons = read_neurons(files)
+    # A label reads the report's statistics: it describes the SAE the report was made from, and says so.
+    identity = recorded_identity(files)
+    sae_id = identity.id if identity is not None else None
     if isinstance(latents, str):
         spec = latents.strip()
         latents = None if spec == "all" else choose_latents(spec, neurons) if spec.startswith("sample:") else (
@@ -208,14 +220,14 @@ def label_run(
         send_images = images and backend.accepts_images
         tasks = [make_task(files.root, n, backend.name, send_images) for n in chosen]
         latest = {} if overwrite else store.latest()
-        todo = [t for t in tasks if not _up_to_date(latest.get(t.latent), t.prompt_hash)]
+        todo = [t for t in tasks if not _up_to_date(latest.get(t.latent), t.prompt_hash, sae_id)]
         logger.info("labelling %d latents with %s (%d up to date)", len(todo), backend.name, len(tasks) - len(todo))
         labeller = Labeller(backend, max_retries=max_retries, chunk_size=2 * concurrency,
                             max_new_tokens=max_new_tokens, secrets=secrets_of(backend, env_names))  # fmt: skip
         ok, errors = 0, {}
         with tqdm(total=len(todo), desc="label", unit="latent", disable=not progress, dynamic_ncols=True) as bar:
             for record in labeller.label(todo):
-                store.append(asdict(record))
+                store.append({**asdict(record), **({SAE_KEY: sae_id} if sae_id else {})})
                 if record.status == "ok":
                     ok += 1
                 else:
@@ -241,8 +253,16 @@ def run_labels(run_dir: str | Path, llm: str | TextBackend = "offline", **kwargs
 
 
 def run(settings: LabelSettings) -> dict[str, Any]:
-    """``explain labels``: :func:`label_run` from its settings; returns the summary block."""
+    """``explain labels``: :func:`label_run` from its settings; returns the summary block.
+
+    Raises:
+        IdentityError: (a ValueError) ``--sae`` / ``--classifier`` name models the run's report was not made with.
+    """
     settings.check()
+    if settings.sae is not None or settings.classifier is not None:  # labels describe the report's SAE only
+        from sae_lab.run import load_run
+
+        load_run(settings.run, settings.sae, settings.classifier)
     opts: dict[str, Any] = {}
     if settings.vision:
         opts["accepts_images"] = True
@@ -255,5 +275,7 @@ def run(settings: LabelSettings) -> dict[str, Any]:
     return {**outcome.block(), "errors": {str(k): v for k, v in list(outcome.errors.items())[:5]}}
 
 
-def _up_to_date(record: Mapping[str, Any] | None, digest: str) -> bool:
-    return record is not None and record.get("status") == "ok" and record.get("prompt_hash") == digest
+def _up_to_date(record: Mapping[str, Any] | None, digest: str, sae_id: str | None = None) -> bool:
+    """An ``ok`` label of the same prompt, for the same SAE (when the run records one)."""
+    return (record is not None and record.get("status") == "ok" and record.get("prompt_hash") == digest
+            and (sae_id is None or record.get(SAE_KEY) == sae_id))  # fmt: skip
