@@ -13,6 +13,8 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from sae_lab.errors import check_checkpoint
+
 
 def run_dir(checkpoint_root: str, name: str) -> str:
     return os.path.join(checkpoint_root, name)
@@ -54,6 +56,9 @@ class SaeLabCLI(LightningCLI):
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         if cfg.trainer.get("default_root_dir") is None:
             cfg.trainer.default_root_dir = run_dir(cfg.checkpoint_root, cfg.name)
+        ckpt = cfg.get("ckpt_path")
+        if isinstance(ckpt, str):
+            check_checkpoint(ckpt)  # before the model and data are built: a typo fails in seconds, as one line
 
 
 def lightning_main(args: list[str] | None = None) -> SaeLabCLI:

@@ -20,6 +20,8 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from sae_lab.errors import check_device
+
 BOOL_WORDS = frozenset({"true", "false", "yes", "no", "1", "0", "on", "off", "null"})
 """Values that may follow a bool option (anything else means the bare flag, i.e. true)."""
 
@@ -172,7 +174,8 @@ class SettingsCommand:
 
         Raises:
             SystemExit: an unknown option, or a value of the wrong type (the message names the field).
-            ValueError: a combination the settings refuse (their ``__post_init__`` or ``check()``).
+            ValueError: a combination the settings refuse (their ``__post_init__`` or ``check()``), or a ``device``
+                field naming no device of this machine.
         """
         cls, parser = self.settings_class(), self.parser()
         names = [f.name for f in dataclasses.fields(cls)]
@@ -183,6 +186,8 @@ class SettingsCommand:
         check = getattr(settings, "check", None)
         if callable(check):
             check()
+        if "device" in names and isinstance(settings.device, str):
+            check_device(settings.device)  # once for every command, before any model is loaded
         return settings
 
     def call(self, argv: Sequence[str]) -> int:

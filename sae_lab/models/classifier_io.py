@@ -8,6 +8,8 @@ weights, so ``why``, ``serve``, ``report`` and the explainers never import Light
 from __future__ import annotations
 
 import hashlib
+import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,12 +69,22 @@ def load_classifier(path: str | Path, map_location: str = "cpu") -> LoadedClassi
         ValueError: the file is not a sae_lab classifier checkpoint.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"classifier checkpoint {path} is a folder, expected a file such as best.ckpt")
     if not path.is_file():
         raise FileNotFoundError(f"classifier checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # a truncated file, another format, or a pickle that weights_only refuses
-        raise ValueError(f"cannot read {path} as a checkpoint with weights_only=True: {e}") from e
+    except pickle.UnpicklingError:  # its message advises weights_only=False: never pass that on
+        raise ValueError(
+            f"{path} is not a checkpoint sae_lab can load safely: it holds pickled Python objects beyond tensors and "
+            "plain containers (refused; nothing in it ran)"
+        ) from None
+    except Exception as e:  # a text file, a truncated or foreign file
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut one has lost its directory
+            raise ValueError(f"{path} is not a PyTorch checkpoint (or is truncated): give the best.ckpt or last.ckpt "
+                             "that `fit` wrote") from None  # fmt: skip
+        raise ValueError(f"{path} is a damaged PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path} is not a sae_lab classifier checkpoint")
     hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
@@ -83,7 +95,10 @@ def load_classifier(path: str | Path, map_location: str = "cpu") -> LoadedClassi
     if num_classes is None:
         raise ValueError(f"{path} does not record num_classes; was it written by ClassifierModule?")
     net = SketchResNet(int(num_classes), **{k: hparams[k] for k in NET_ARGS if k in hparams})
-    net.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
+    try:
+        net.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
+    except RuntimeError as e:  # tensors missing or of other shapes than the recorded hyper-parameters give
+        raise ValueError(f"{path}: its weights do not fit the network it records: {str(e).splitlines()[0]}") from None
     net.eval().requires_grad_(False)
     data = {k: v for k, v in ckpt.get("datamodule_hyper_parameters", {}).items() if not k.startswith("_")}
     return LoadedClassifier(net, hparams, data, weights_fingerprint(state), str(path))

@@ -109,6 +109,27 @@ def sae_tensor_shapes(d_in: int, num_latents: int) -> dict[str, tuple[int, ...]]
     }
 
 
+def read_sae_cfg(folder: str | os.PathLike) -> dict:
+    """An SAE export's ``cfg.json`` as a dict, its recorded facts type-checked (``layer`` and ``classifier`` strings,
+    ``metadata`` an object); the hyper-parameters are :func:`check_sae_files`' to check.
+
+    Raises:
+        ValueError: not JSON, not a JSON object, or a recorded fact of the wrong type (the message names the file).
+    """
+    cfg_path = Path(folder) / SAE_CFG
+    try:
+        info = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{cfg_path} must hold a JSON object, got {type(info).__name__}")
+    for key, kind in (("layer", str), ("classifier", str), ("metadata", dict)):
+        if info.get(key) is not None and not isinstance(info[key], kind):
+            raise ValueError(f"{cfg_path}: {key!r} must be a JSON {'string' if kind is str else 'object'}, "
+                             f"got {info[key]!r}")  # fmt: skip
+    return info
+
+
 def check_sae_files(folder: str | os.PathLike, config_cls: type) -> dict:
     """Checks that ``folder`` is a loadable sae_lab SAE export; returns its ``cfg.json`` as a dict.
 
@@ -134,13 +155,10 @@ def check_sae_files(folder: str | os.PathLike, config_cls: type) -> dict:
     if missing:
         raise FileNotFoundError(f"{folder} is not an exported SAE: it lacks {', '.join(missing)}")
     cfg_path = folder / SAE_CFG
-    try:
-        info = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
-    if not isinstance(info, dict):
-        raise ValueError(f"{cfg_path} must hold a JSON object, got {type(info).__name__}")
+    info = read_sae_cfg(folder)
     for key in ("d_in", "num_latents", "k"):
+        if key not in info:
+            raise ValueError(f"{cfg_path} lacks {key!r} (an integer)")
         if not isinstance(info.get(key), int) or isinstance(info.get(key), bool):
             raise ValueError(f"{cfg_path}: {key!r} must be an integer, got {info.get(key)!r}")
     try:

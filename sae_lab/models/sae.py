@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -256,11 +257,19 @@ class TopKSAE(nn.Module):
 
     @classmethod
     def load_from_disk(cls, path: str | Path, device: torch.device | str = "cpu") -> "TopKSAE":
-        """Rebuild a saved SAE with ``safetensors`` alone (never unpickles)."""
+        """Rebuild a saved SAE with ``safetensors`` alone (never unpickles), its files checked first.
+
+        Raises:
+            FileNotFoundError: no such folder, or it lacks ``cfg.json`` or ``sae.safetensors``.
+            ValueError: a tampered or truncated export: the message names the file, the field or the tensor.
+        """
         path = Path(path)
-        info = json.loads((path / SAE_CFG).read_text())
+        info = hub.check_sae_files(path, SaeConfig)  # reads cfg.json and the tensor header only
         cfg = SaeConfig(**{f.name: info[f.name] for f in fields(SaeConfig) if f.name in info})
-        tensors = load_file(str(path / SAE_WEIGHTS), device=str(device))
+        try:
+            tensors = load_file(str(path / SAE_WEIGHTS), device=str(device))
+        except SafetensorError as e:  # a header that reads but data cut short
+            raise ValueError(f"{path / SAE_WEIGHTS} is not a readable safetensors file: {e}") from None
         sae = cls(
             cfg,
             layer=info.get("layer", ""),
@@ -276,9 +285,7 @@ class TopKSAE(nn.Module):
     def from_pretrained(cls, name: str | Path, device: torch.device | str = "cpu", **hub_kw) -> "TopKSAE":
         """An SAE from an export folder or a Hugging Face Hub repo (``owner/name``, ``hf://owner/name/subfolder``),
         checked first; ``hub_kw``: subfolder, revision, cache_dir, local_files_only (:mod:`sae_lab.models.hub`)."""
-        folder = hub.resolve_sae_folder(name, **hub_kw)
-        hub.check_sae_files(folder, SaeConfig)
-        return cls.load_from_disk(folder, device)
+        return cls.load_from_disk(hub.resolve_sae_folder(name, **hub_kw), device)
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Writes the folder :meth:`from_pretrained` reads (to share it: ``hf upload owner/name PATH``)."""

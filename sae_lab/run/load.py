@@ -141,7 +141,9 @@ def resolve_run(
         if not clf_path.is_file():
             raise FileNotFoundError(f"classifier checkpoint {clf_path} does not exist")
     else:
-        recorded = json.loads((sae_dir / SAE_CFG).read_text()).get("metadata", {}).get("classifier_checkpoint")
+        from sae_lab.models.hub import read_sae_cfg
+
+        recorded = (read_sae_cfg(sae_dir).get("metadata") or {}).get("classifier_checkpoint")
         tried = [r for r in (recorded, facts.get("classifier")) if r]
         found = [_find(r, [sae_dir, *anchors], want_dir=False) for r in tried]
         clf_path = next((p for p in found if p is not None), None)
