@@ -37,7 +37,7 @@ class DndSettings(ExplainSettings):
     """Describe-and-Dissect (Bai et al., TMLR 2025): crops → captions → LLM summaries → generated images → best."""
 
     llm: str = "offline"
-    """Summariser: offline (the captions' most frequent noun phrase, ties by seed) | hf:<hub id or path> |
+    """Summariser: offline (a noun phrase of the captions drawn by frequency at ``temperature``) | hf:<hub id or path> |
     replicate[:<owner>/<name>] | openai:<model>@<url>."""
     captioner: str = "offline"
     """Captioner: offline (the sketch world's annotations) | hf:<BLIP hub id or path> | replicate[:<owner>/<name>]."""
@@ -71,7 +71,7 @@ class DndSettings(ExplainSettings):
     max_retries: int = 2
     """Re-asks per unusable LLM answer before the offline noun-phrase rule answers instead."""
     temperature: float = 0.3
-    """LLM sampling temperature (DnD's own value)."""
+    """LLM sampling temperature (DnD's own value; the offline summariser samples at it too, 0 = most frequent)."""
     max_new_tokens: int = 32
     """LLM answer budget in tokens."""
     steps: int | None = None

@@ -3,8 +3,8 @@ captions shuffled each time; the answers, cleaned and de-duplicated, are the can
 
 All latents' summaries go out together, one batched ``generate`` call per round
 (:func:`~sae_lab.backends.text.ask.ask_until_parsed`); an answer that holds no usable concept is asked again, then
-replaced by the offline rule — the captions' most frequent noun phrase, ties broken by the summary's seed — and
-recorded as such. With ``llm = offline`` that rule answers every summary (no model).
+replaced by the offline rule — a noun phrase of the captions drawn by frequency at the LLM's temperature, seeded by
+the summary — and recorded as such. With ``llm = offline`` that rule answers every summary (no model).
 """
 
 from __future__ import annotations
@@ -57,10 +57,16 @@ def noun_phrases(caption: str) -> list[str]:
     return out
 
 
-def offline_summary(captions: Sequence[str], seed: int | None = None) -> str | None:
-    """The offline summariser: the noun phrase in the most captions (each caption counts a phrase once); None
-    without one. Phrases in equally many captions (a sun's "circle" and "spokes") are told apart by ``seed``, as a
-    sampled answer would be, so a latent's summaries name each of them; without a seed, by the order shown."""
+def offline_summary(captions: Sequence[str], seed: int | None = None, temperature: float = 0.0) -> str | None:
+    """The offline summariser: a noun phrase of the captions, drawn as a sampled LLM answer would be; None without one.
+
+    Each caption counts a phrase once. With ``temperature`` 0 the phrase in the most captions (phrases in equally
+    many — a sun's "circle" and "spokes" — told apart by ``seed``, so a latent's summaries name each of them). With
+    ``temperature`` T > 0, phrase p is drawn with weight ``(count(p) / max count) ** (1 / T)``, so the shuffled
+    summaries of a latent vary as a sampled LLM's do (DnD samples GPT at T = 0.3: a phrase in half as many captions
+    as the top one is drawn a tenth as often). Without a seed, the first of the most frequent phrases in the order
+    shown.
+    """
     counts: Counter[str] = Counter()
     first: dict[str, int] = {}
     for caption in captions:
@@ -70,8 +76,14 @@ def offline_summary(captions: Sequence[str], seed: int | None = None) -> str | N
     if not counts:
         return None
     top = max(counts.values())
-    tied = sorted((p for p in counts if counts[p] == top), key=first.__getitem__)
-    return tied[0] if seed is None or len(tied) == 1 else random.Random(seed).choice(tied)
+    if seed is None:
+        return min((p for p in counts if counts[p] == top), key=first.__getitem__)
+    phrases = sorted(counts, key=first.__getitem__)
+    if temperature <= 0:
+        weights = [float(counts[p] == top) for p in phrases]
+    else:
+        weights = [(counts[p] / top) ** (1.0 / temperature) for p in phrases]
+    return random.Random(seed).choices(phrases, weights=weights)[0]
 
 
 def parse_label(text: str | None) -> tuple[str | None, str | None]:
@@ -169,7 +181,7 @@ def summarize(captions: dict[int, list[str]], n: int, seed: int, llm=None, max_r
     items = [(lat, s, [captions[lat][i] for i in s.order]) for lat, ss in plans.items() for s in ss]
     if llm is None:
         for _, s, shown in items:
-            s.label = offline_summary(shown, seed=s.shuffle_seed)
+            s.label = offline_summary(shown, seed=s.shuffle_seed, temperature=temperature)
         return plans
     chats = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT + ", ".join(shown)}]
              for _, _, shown in items]  # fmt: skip
@@ -188,7 +200,7 @@ def summarize(captions: dict[int, list[str]], n: int, seed: int, llm=None, max_r
         if a.ok:
             s.label, s.source = a.value, "llm"
         else:
-            s.label, s.source = offline_summary(shown, seed=s.shuffle_seed), "fallback"
+            s.label, s.source = offline_summary(shown, seed=s.shuffle_seed, temperature=temperature), "fallback"
     return plans
 
 

@@ -32,8 +32,23 @@ def test_noun_phrases_and_the_offline_rule():
     pair = ["a sketch of a star and dots", "a sketch of dots and a star"]
     assert offline_summary(pair) == "star" and offline_summary(pair[::-1]) == "dots"  # ties: the order shown …
     assert {offline_summary(pair, seed=k) for k in range(20)} == {"star", "dots"}  # … or the seed
-    assert len({offline_summary(caps, seed=k) for k in range(20)}) == 1  # no tie: the seed does not matter
+    assert len({offline_summary(caps, seed=k) for k in range(20)}) == 1  # no tie, T = 0: the seed does not matter
     assert offline_summary(["a sketch of a", ""]) is None
+
+
+def test_the_offline_rule_samples_at_the_llm_temperature():
+    # spokes in 4 captions, circle in 2, dots in 1: at T the weights are 1, 0.5**(1/T), 0.25**(1/T).
+    caps = ["a sketch of spokes and a circle", "a sketch of spokes and a circle", "a sketch of spokes",
+            "a sketch of spokes and dots"]  # fmt: skip
+    draws = [offline_summary(caps, seed=k, temperature=0.3) for k in range(2000)]
+    share = {p: draws.count(p) / len(draws) for p in ("spokes", "circle", "dots")}
+    z = 1 + 0.5 ** (1 / 0.3) + 0.25 ** (1 / 0.3)
+    assert abs(share["spokes"] - 1 / z) < 0.03 and abs(share["circle"] - 0.5 ** (1 / 0.3) / z) < 0.03
+    assert 0 < share["dots"] < 0.03  # 0.25**3.33 / z ≈ 0.01: rare, never excluded
+    assert draws == [offline_summary(caps, seed=k, temperature=0.3) for k in range(2000)]  # seeded: reproducible
+    hot = [offline_summary(caps, seed=k, temperature=5.0) for k in range(2000)]
+    assert hot.count("dots") > 10 * draws.count("dots") / 2  # hotter: flatter
+    assert {offline_summary(caps, seed=k, temperature=0.0) for k in range(50)} == {"spokes"}
 
 
 def test_parse_label_and_clean_up():
@@ -77,5 +92,9 @@ def test_an_unusable_answer_is_asked_again_then_the_offline_rule_answers():
 
 
 def test_offline_means_no_llm():
-    out = summarize({1: ["a sketch of a wave", "a sketch of a wave and dots"]}, 3, seed=0, llm=None)
+    caps = {1: ["a sketch of a wave", "a sketch of a wave and dots"]}
+    out = summarize(caps, 3, seed=0, llm=None, temperature=0.0)
     assert [s.label for s in out[1]] == ["wave"] * 3 and all(s.source == "offline" and s.attempts == 0 for s in out[1])
+    sampled = summarize(caps, 20, seed=0, llm=None)  # at DnD's T = 0.3 "dots" (half as frequent) is drawn sometimes
+    assert {s.label for s in sampled[1]} == {"wave", "dots"} and all(s.attempts == 0 for s in sampled[1])
+    assert [s.label for s in sampled[1]] == [s.label for s in summarize(caps, 20, seed=0, llm=None)[1]]
