@@ -204,7 +204,7 @@ class DndEngine:
                 if x.source == "fallback":
                     why = "; ".join(x.errors[-2:]) or "no answer"
                     w.notes.append(f"summary {k}: no usable LLM answer after {len(x.errors)} tries ({why}); the "
-                                   "captions' most frequent noun phrase was used")  # fmt: skip
+                                   "offline rule's noun phrase was used")  # fmt: skip
             w.candidates = candidates_from([x.label for x in w.summaries], s.n_summaries)
             if not w.candidates:
                 w.reason = "no candidate concept in the summaries"

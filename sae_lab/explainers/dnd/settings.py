@@ -21,7 +21,7 @@ _KINDS = {
 """The backend kinds each role takes (the part of a spec before ``:``); the factories check the rest."""
 
 _GRAMMAR = {
-    "llm": "offline (the captions' most frequent noun phrases) | hf:<hub id or path> | replicate[:<owner>/<name>] | "
+    "llm": "offline (a noun phrase of the captions, sampled by frequency) | hf:<hub id or path> | replicate[:<owner>/<name>] | "
     "openai:<model>@<url>",
     "captioner": "offline | hf:<BLIP hub id or path> | replicate[:<owner>/<name>]",
     "perception": "offline | hf:<CLIP or SigLIP hub id or path>",
