@@ -21,8 +21,8 @@ _KINDS = {
 """The backend kinds each role takes (the part of a spec before ``:``); the factories check the rest."""
 
 _GRAMMAR = {
-    "llm": "offline (a noun phrase of the captions, sampled by frequency) | hf:<hub id or path> | replicate[:<owner>/<name>] | "
-    "openai:<model>@<url>",
+    "llm": "offline (a noun phrase of the captions, sampled by frequency) | hf:<hub id or path> | "
+    "replicate[:<owner>/<name>] | openai:<model>@<url>",
     "captioner": "offline | hf:<BLIP hub id or path> | replicate[:<owner>/<name>]",
     "perception": "offline | hf:<CLIP or SigLIP hub id or path>",
     "images": "renderer | diffusers[:<hub id or path>] | replicate[:<owner>/<name>]",
@@ -37,8 +37,8 @@ class DndSettings(ExplainSettings):
     """Describe-and-Dissect (Bai et al., TMLR 2025): crops → captions → LLM summaries → generated images → best."""
 
     llm: str = "offline"
-    """Summariser: offline (a noun phrase of the captions drawn by frequency at ``temperature``) | hf:<hub id or path> |
-    replicate[:<owner>/<name>] | openai:<model>@<url>."""
+    """Summariser: offline (a noun phrase of the captions drawn by frequency at ``temperature``) |
+    hf:<hub id or path> | replicate[:<owner>/<name>] | openai:<model>@<url>."""
     captioner: str = "offline"
     """Captioner: offline (the sketch world's annotations) | hf:<BLIP hub id or path> | replicate[:<owner>/<name>]."""
     perception: str = "offline"
