@@ -181,8 +181,18 @@ def choose_latents(spec: str | Sequence[int], neurons: Sequence[Any]) -> list[in
         neurons: the report's :class:`~sae_lab.run.records.NeuronRecord` list.
 
     Raises:
-        ValueError: an id the report does not have.
+        ValueError: an id the report does not have; a choice of no latent at all (refused before any method reads
+            or replaces anything: ``--overwrite`` with nothing to explain must not empty a method's files).
     """
+    ids = _choose(spec, neurons)
+    if not ids:
+        live = sum(not n.dead for n in neurons)
+        raise ValueError(f"latents {spec if isinstance(spec, str) else list(spec)!r} choose no latent to explain "
+                         f"(the report has {len(neurons)} latents, {live} live); nothing was changed")  # fmt: skip
+    return ids
+
+
+def _choose(spec: str | Sequence[int], neurons: Sequence[Any]) -> list[int]:
     known = {n.latent for n in neurons}
     if isinstance(spec, str) and spec.strip() == "all":
         return [n.latent for n in neurons if not n.dead]

@@ -23,6 +23,10 @@ from sae_lab.run import GT_AUC, RunFiles, check_pair, load_run
 from sae_lab.run.files import NEURONS, REPORT
 from sae_lab.run.identity import IDENTITY_KEY, identity_of
 from sae_lab.run.io import write_json, write_jsonl
+from sae_lab.run.leftovers import OWNER, mark_owner, remove_stale
+
+STAGED = (".stats", NEURONS, REPORT, "sprites", "exemplars", ".old")
+"""What a report's staging folder holds (besides the owner marker): only such folders are cleaned as leftovers."""
 
 
 def build_report(
@@ -60,7 +64,10 @@ def build_report(
     m = sae.cfg.num_latents
     ko = knockout_subset(m, s.knockout_latents)
     staging = writer.staging_dir(run_dir)
+    if rank_and_world()[0] == 0:  # staging folders of killed reports (of any run) whose process is gone
+        remove_stale(run_dir.parent, contains=STAGED)
     shutil.rmtree(staging, ignore_errors=True)
+    mark_owner(staging)  # pid and host: a report running on another machine of a shared folder is left alone
     sp = None
     try:
         sp = stream_statistics(net, sae, dataset, len(clf.class_names), len(primitive_names or []) or None,
@@ -100,6 +107,7 @@ def build_report(
         from sae_lab.report.html import write_index
 
         write_index(staging, extras_dir=run_dir)
+        (staging / OWNER).unlink(missing_ok=True)  # the marker must not move into the run folder
         writer.commit(staging, run_dir, s.overwrite)
         return report
     finally:

@@ -179,6 +179,9 @@ class LineResult(Record):
                   "settings_hash": settings_hash, "detail": {"metric": self.metric, "score": self.best_score}}  # fmt: skip
         if not self.best_concept:
             return ExplanationRecord.single(self.latent, "line", None, reason="no concept", **common)
+        if not isinstance(self.best_score, (int, float)) or self.best_score != self.best_score:  # None or NaN
+            return ExplanationRecord.single(self.latent, "line", None, reason="no concept could be scored: every "
+                                            "image of its concepts failed", **common)  # fmt: skip
         return ExplanationRecord.single(self.latent, "line", self.best_concept, **common)
 
 

@@ -85,6 +85,8 @@ class ReplicateImageBackend(ImageBackend):
             api_token=token, base_url=base_url, timeout=httpx.Timeout(timeout_s), transport=transport
         )
         self._client.poll_interval = poll_interval_s
+        self.last_error: str | None = None
+        """Why the last failed image failed (secrets scrubbed), for a stage that must say why nothing came back."""
 
     @property
     def identity(self) -> str:
@@ -117,11 +119,13 @@ class ReplicateImageBackend(ImageBackend):
                 return self._predict(prompt, seed)
             except TransientError as exc:
                 if attempts > self.retry.max_retries:
-                    logger.warning("%s: %r failed after %d attempts: %s", self.name, prompt, attempts, exc)
+                    self.last_error = scrub(f"{exc} (gave up after {attempts} attempts)", [self._token.get()])
+                    logger.warning("%s: %r failed: %s", self.name, prompt, self.last_error)
                     return None
                 time.sleep(self.retry.delay(attempts, exc.retry_after))
             except Exception as exc:  # noqa: BLE001 -- one failed image must not fail the batch
-                logger.warning("%s: %r failed: %s", self.name, prompt, scrub(f"{exc}", [self._token.get()]))
+                self.last_error = scrub(" ".join(f"{type(exc).__name__}: {exc}".split()), [self._token.get()])[:300]
+                logger.warning("%s: %r failed: %s", self.name, prompt, self.last_error)
                 return None
 
     def _predict(self, prompt: str, seed: int) -> Image.Image:

@@ -17,9 +17,8 @@ when asked, ``images/`` (:mod:`.outputs`); the explanations go to ``explanations
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from sae_lab.backends.image import ImageBackend, ImageCache, make_image_backend
+from sae_lab.explainers.line.acts import ConceptActivations
 from sae_lab.explainers.line.config import SKETCH_TEMPLATE, LineConfig  # noqa: F401 -- re-exported
 from sae_lab.explainers.line.offline_proposer import OfflineProposer
 from sae_lab.explainers.line.pool import Pool, ScoredConcept
@@ -43,25 +43,25 @@ from sae_lab.explainers.line.scoring import (
     load_control,
     save_control,
 )
-from sae_lab.jsonable import to_jsonable
 from sae_lab.run import RunFiles, load_run
-from sae_lab.run.io import write_json, write_jsonl
+from sae_lab.run.leftovers import remove_stale
+from sae_lab.run.secrets import scrub_value
+from sae_lab.run.state import StageState
 
 logger = logging.getLogger(__name__)
 
 STATE = "state.json"
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready: NaN/inf → None, tensors and numpy scalars unwrapped."""
-    return to_jsonable(value, strict=False)
+class ImagesFailed(ValueError):
+    """The image backend made no image at all: every call failed."""
 
 
-def _dump(path: Path, value: Any, lines: bool = False) -> None:
-    if lines:
-        write_jsonl(path, value)
-    else:
-        write_json(path, value)
+def _relative(path: str | Path, root: Path) -> str:
+    try:
+        return os.path.relpath(Path(path).resolve(), root.resolve())
+    except ValueError:  # another drive
+        return str(path)
 
 
 class LineSession:
@@ -133,6 +133,8 @@ class LineSession:
         self.image_backend = image_backend
         if self.config.n_images is None:
             self.config.n_images = 8 if image_backend.name == "renderer" else 10
+        for folder in (self.out, self.out / "cache"):  # half-written files of a killed session
+            remove_stale(folder)
         self.cache = ImageCache(self.out / "cache", image_backend, self.config.template, self.config.seed)
 
         self.offline = OfflineProposer(self.class_names)
@@ -145,7 +147,7 @@ class LineSession:
                 llm = make_backend(llm, **(llm_opts or {}))
             self.proposer = LLMProposer(llm, self.offline, seed=self.config.seed, domain=self.config.domain,
                                         **(proposer_opts or {}))  # fmt: skip
-        self._acts: dict[str, torch.Tensor] = {}
+        self._acts = ConceptActivations(self.cache, self.scorer, self.sae_id, int(self.config.n_images))
 
     def _log(self, message: str) -> None:
         if self.progress:
@@ -153,38 +155,9 @@ class LineSession:
         logger.info(message)
 
     # ----------------------------------------------------------------------------------------------- scoring
-    def _acts_path(self, concept: str) -> Path:
-        c = self.config
-        blob = json.dumps([self.sae_id, self.image_backend.identity, c.template, concept, c.seed, c.n_images])
-        return self.cache.root / f"acts-{hashlib.sha256(blob.encode()).hexdigest()[:24]}.npy"
-
     def concept_acts(self, concepts: Sequence[str]) -> dict[str, torch.Tensor]:
         """(n, M) ``z_max`` of every latent on each concept's images: generated (once) and scored (once)."""
-        n = int(self.config.n_images)
-        need = []
-        for concept in dict.fromkeys(concepts):
-            if concept in self._acts:
-                continue
-            path = self._acts_path(concept)
-            if path.is_file():
-                self._acts[concept] = torch.from_numpy(np.load(path, allow_pickle=False))
-            else:
-                need.append(concept)
-        per_call = max(1, 64 // n)  # concepts per backend call and per scoring chunk (bounded memory)
-        for start in range(0, len(need), per_call):
-            chunk = need[start : start + per_call]
-            self.cache.ensure(chunk, n)
-            images = [self.cache.load(c, n) for c in chunk]
-            z = self.scorer.z_max_images([im for ims in images for im in ims]).split([len(ims) for ims in images])
-            for concept, acts in zip(chunk, z):
-                self._acts[concept] = acts
-                if len(acts) == n:  # a concept with failed images is retried next time
-                    path = self._acts_path(concept)
-                    tmp = path.with_name(f".{path.name}.tmp")
-                    with open(tmp, "wb") as f:
-                        np.save(f, acts.numpy())
-                    tmp.replace(path)
-        return {c: self._acts[c] for c in concepts}
+        return self._acts(concepts)
 
     def score(self, requests: dict[int, list[str]], iteration: int) -> dict[int, dict[str, ScoredConcept]]:
         """Scores each latent's concepts; the union of all concepts is generated and run through the models once."""
@@ -202,25 +175,34 @@ class LineSession:
 
     # ----------------------------------------------------------------------------------------------- the loop
     def params(self, latents: Sequence[int]) -> dict[str, Any]:
-        return {**asdict(self.config), "latents": list(latents), "sae": self.sae_id, "sae_dir": str(self.sae_dir),
-                "classifier": self.clf.path, "image_backend": self.image_backend.identity,
-                "proposer": self.proposer.name}  # fmt: skip
+        """The settings a state is made with: identities (weights digests, backend identities), never paths, so a
+        copied or moved run folder resumes (:meth:`paths` says where the models were, for people)."""
+        return scrub_value({**asdict(self.config), "latents": list(latents), "sae": self.sae_id,
+                            "classifier": self.clf.fingerprint, "image_backend": self.image_backend.identity,
+                            "proposer": self.proposer.name})  # fmt: skip
+
+    def paths(self) -> dict[str, str]:
+        """Where the SAE and the classifier were read from, relative to the run folder when they can be."""
+        return {"sae_dir": _relative(self.sae_dir, self.run_dir), "classifier": _relative(self.clf.path, self.run_dir)}
 
     def run(self, latents: Sequence[int], overwrite: bool = False) -> list[dict[str, Any]]:
         """Explains ``latents`` (resuming a run of the same settings in this folder); returns the summary lines."""
         latents = [int(i) for i in latents]
+        if not latents:  # refused before anything is read or replaced: an empty run would empty summary.jsonl
+            raise ValueError(f"no latents to explain in {self.run_dir}: the selection is empty")
         bad = [i for i in latents if not 0 <= i < self.scorer.num_latents]
         if bad:
-            raise ValueError(f"latents {bad} out of range: the SAE has {self.scorer.num_latents}")
+            raise ValueError(f"latents {bad[:10]} out of range: the SAE has {self.scorer.num_latents}")
         params = self.params(latents)
-        state = self._load_state(params, overwrite)
+        stored = StageState(self.out / STATE, legacy_settings=self.out / "params.json", name="LINE")
+        state = self._load_state(stored, params, overwrite)
         start, generated_before = time.perf_counter(), self.cache.generated
         images_before, seconds_before = state["images_generated"], state["seconds"]
 
         def save() -> None:
             state["images_generated"] = images_before + self.cache.generated - generated_before
             state["seconds"] = seconds_before + time.perf_counter() - start
-            _dump(self.out / STATE, state)
+            stored.save(params, state)  # settings and state in one atomic write: a crash never mixes two runs
 
         if state["iteration"] < 0:
             self._initial_pools(state, latents)
@@ -240,20 +222,17 @@ class LineSession:
 
         return write_outputs(self, state, params)
 
-    def _load_state(self, params: dict, overwrite: bool) -> dict:
-        saved_params = self.out / "params.json"
-        if saved_params.is_file() and (self.out / STATE).is_file() and not overwrite:
-            old = json.loads(saved_params.read_text())
-            if old != json.loads(json.dumps(_plain(params))):
-                diff = sorted(k for k in set(old) | set(params) if old.get(k) != _plain(params).get(k))
-                raise ValueError(
-                    f"{self.out} holds a LINE run with other settings ({', '.join(diff)}); pass --overwrite to start "
-                    "over (cached images are kept) or use another --run"
-                )
-            state = json.loads((self.out / STATE).read_text())
+    def _load_state(self, stored: StageState, params: dict, overwrite: bool) -> dict:
+        """The saved state of these settings (resumed), else a fresh one; ``overwrite`` ignores any saved state
+        (it is replaced at the first save, never before: a crash before that leaves the old run whole).
+
+        Raises:
+            SettingsMismatch: (a ValueError) the folder holds a state made with other settings and no ``overwrite``.
+        """
+        state = None if overwrite else stored.load(params)
+        if state is not None:
             self._log(f"resuming after iteration {state['iteration']}")
             return state
-        _dump(saved_params, params)
         return {"iteration": -1, "done": False, "images_generated": 0, "seconds": 0.0,
                 "latents": {str(i): {} for i in params["latents"]}}  # fmt: skip
 
@@ -270,6 +249,7 @@ class LineSession:
                                           "tried": [], "proposals": [], "history": []}  # fmt: skip
             requests[lat] = list(dict.fromkeys(top + random_))
         scores = self.score(requests, 0)
+        self._check_images(scores, len(requests))
         for lat in latents:
             ls = state["latents"][str(lat)]
             pool, rng = Pool(c.pool_size), np.random.default_rng([c.seed, lat, 0, 1])
@@ -278,6 +258,19 @@ class LineSession:
             ls["scored"] = {k: v.to_dict() for k, v in scores[lat].items()}
             ls["pool"] = pool.to_list()
             self._record_history(ls, pool, 0)
+
+    def _check_images(self, scores: dict[int, dict[str, ScoredConcept]], n_latents: int) -> None:
+        """Refuses to go on when not one image of the initial pools could be made (a backend failing every call,
+        e.g. a refused token): every score would be null, and nothing is worth saving."""
+        if any(sc.n_images for per in scores.values() for sc in per.values()):
+            return
+        concepts = len({c for per in scores.values() for c in per})
+        why = getattr(self.image_backend, "last_error", None)
+        raise ImagesFailed(
+            f"the image backend {self.image_backend.name} made none of the {concepts * int(self.config.n_images)} "
+            f"images of the initial pools of {n_latents} latents{f' ({why})' if why else ''}: nothing was explained "
+            "or written; check the backend (--images) and its credentials"
+        )
 
     def context(self, state: dict, lat: int) -> ProposalContext:
         ls = state["latents"][str(lat)]

@@ -48,6 +48,7 @@ def ground_truth(session: LineSession) -> dict[int, dict[str, Any]]:
 
 def write_outputs(session: LineSession, state: dict, params: dict) -> list[dict[str, Any]]:
     gt = ground_truth(session)
+    paths = session.paths()
     lines = []
     for lat in params["latents"]:
         ls = state["latents"][str(lat)]
@@ -58,19 +59,19 @@ def write_outputs(session: LineSession, state: dict, params: dict) -> list[dict[
         result = {
             "latent": lat,
             "best_concept": best.concept,
-            "best_score": best.score,
+            "best_score": _number(best.score),  # None, not NaN: the same in memory as in the file
             "metric": session.config.metric,
-            "auc": best.auc,
-            "mad": best.mad,
-            "mean": best.mean,
-            "names_primitives": primitives_in_text(best.concept),
+            "auc": _number(best.auc),
+            "mad": _number(best.mad),
+            "mean": _number(best.mean),
+            "names_primitives": primitives_in_text(best.concept) if scored(best.score) else [],
             "ground_truth": gt.get(lat),
             "iterations": len(ls["history"]) - 1,
             "proposals": len(ls["proposals"]),
             "fallbacks": sum(p["fallback"] for p in ls["proposals"]),
             "page": RunFiles.line_page(lat),
         }
-        _dump(folder / "params.json", {**params, "latent": lat, "top_classes": ls["top_classes"],
+        _dump(folder / "params.json", {**params, "paths": paths, "latent": lat, "top_classes": ls["top_classes"],
                                        "random_classes": ls["random_classes"]})  # fmt: skip
         _dump(folder / "proposals.jsonl", ls["proposals"], lines=True)
         _dump(folder / "history.jsonl", ls["history"], lines=True)
@@ -79,9 +80,20 @@ def write_outputs(session: LineSession, state: dict, params: dict) -> list[dict[
                                                                                            session.config))
         lines.append(result)
     write_jsonl(session.files.line_summary, lines)
+    # the settings of these results, for people and evaluate (the state file carries its own copy)
+    write_json(session.out / "params.json", {**params, "paths": paths, "settings_hash": params_hash(params)})
     write_explanations(session, state, params, lines)
     _refresh_report(session)
     return lines
+
+
+def scored(score: float | None) -> bool:
+    """A real score: not None, not NaN (a concept none of whose images could be made has none)."""
+    return isinstance(score, (int, float)) and math.isfinite(score)
+
+
+def _number(x: float | None) -> float | None:
+    return float(x) if scored(x) else None
 
 
 def _latent_images(session: LineSession, ls: dict, folder: Path) -> dict[str, list[str]]:

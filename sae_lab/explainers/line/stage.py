@@ -15,8 +15,8 @@ from sae_lab.explainers.base import choose_latents as choose_from_report
 from sae_lab.explainers.base import parse_latents
 from sae_lab.explainers.line.config import LineConfig, LineSettings
 from sae_lab.explainers.line.loop import STATE, LineSession
-from sae_lab.explainers.line.outputs import ground_truth
-from sae_lab.run import GT_AUC, read_neurons
+from sae_lab.explainers.line.outputs import ground_truth, scored
+from sae_lab.run import GT_AUC, RunFiles, read_neurons
 from sae_lab.run.io import read_json
 
 
@@ -39,9 +39,12 @@ def choose_latents(session: LineSession, n: int) -> list[int]:
 
 
 def gt_named_rate(lines: Sequence[dict[str, Any]], min_auc: float = GT_AUC) -> tuple[float | None, int]:
-    """Among latents whose ground-truth best primitive has image AUC ≥ ``min_auc``: the fraction whose best
-    concept names that primitive (``primitives_in_text``), and how many such latents there were."""
-    eligible = [r for r in lines if r.get("ground_truth") and (r["ground_truth"].get("image_auc") or 0) >= min_auc]
+    """Among latents whose ground-truth best primitive has image AUC ≥ ``min_auc`` and whose best concept has a
+    real score: the fraction whose best concept names that primitive (``primitives_in_text``), and how many such
+    latents there were. A latent none of whose concepts could be scored (its images all failed) names nothing and
+    is not counted: no claim rests on a null score."""
+    eligible = [r for r in lines if r.get("ground_truth") and (r["ground_truth"].get("image_auc") or 0) >= min_auc
+                and scored(r.get("best_score"))]  # fmt: skip
     if not eligible:
         return None, 0
     named = sum(r["ground_truth"]["primitive"] in primitives_in_text(r["best_concept"]) for r in eligible)
@@ -100,6 +103,16 @@ def run(settings: LineSettings) -> dict[str, Any]:
     """``explain line``: LINE on the chosen latents (``all`` live ones, ids, or ``auto:N``); the summary block."""
     settings.check()
     t0 = time.perf_counter()
+    spec, ids = settings.latents.strip(), None
+    if not spec.startswith("auto:"):  # chosen (and an empty choice refused) before any model is loaded
+        files = RunFiles(settings.run)
+        if files.has_report():
+            ids = choose_from_report(spec, read_neurons(files))
+        elif spec == "all":
+            raise FileNotFoundError(f"latents 'all' needs the report's neurons.jsonl in {files.root}; run "
+                                    "`python -m sae_lab report` first, or name the latents (0-63) or use auto:N")  # fmt: skip
+        else:
+            ids = parse_latents(spec)
     llm_opts = {"device": settings.device or "auto"} if settings.llm.partition(":")[0] in ("hf", "transformers") else {}
     proposer_opts = {"max_retries": settings.max_retries, "temperature": settings.temperature,
                      "max_new_tokens": settings.max_new_tokens}  # fmt: skip
@@ -107,20 +120,13 @@ def run(settings: LineSettings) -> dict[str, Any]:
                           classifier=settings.classifier, data=settings.data, device=settings.device,
                           image_opts=settings.image_options(), llm_opts=llm_opts, proposer_opts=proposer_opts,
                           progress=settings.progress)  # fmt: skip
-    spec = settings.latents.strip()
-    if spec.startswith("auto:"):
+    if ids is None:
         ids = choose_latents(session, int(spec[5:]))
-    elif session.files.has_report():
-        ids = choose_from_report(spec, read_neurons(session.files))
-    elif spec == "all":
-        raise FileNotFoundError(f"latents 'all' needs the report's neurons.jsonl in {session.files.root}; run "
-                                "`python -m sae_lab report` first, or name the latents (0-63) or use auto:N")  # fmt: skip
-    else:
-        ids = parse_latents(spec)
     lines = session.run(ids, overwrite=settings.overwrite)
     rate, n = gt_named_rate(lines)
     state = read_json(session.out / STATE)
     # seconds: the loop's own time over every session of this run (a resumed run adds to it), plus this call's setup
+    unscored = sum(not scored(r.get("best_score")) for r in lines)  # every image of their concepts failed
     return {"latents": len(lines), "gt_named_rate": None if rate is None else round(rate, 4), "gt_latents": n,
-            "images_generated": int(state["images_generated"]),
+            "failed": unscored, "images_generated": int(state["images_generated"]),
             "seconds": round(max(float(state.get("seconds", 0.0)), time.perf_counter() - t0), 1)}  # fmt: skip

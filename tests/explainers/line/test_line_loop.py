@@ -166,13 +166,15 @@ def test_latent_parsing_and_the_gt_rate():
     for bad in ("", "a-b", "5-2"):
         with pytest.raises(ValueError):
             parse_latents(bad)
-    lines = [{"best_concept": "sun", "ground_truth": {"primitive": "spokes", "image_auc": 0.95}},
-             {"best_concept": "ring", "ground_truth": {"primitive": "circle", "image_auc": 0.99}},
-             {"best_concept": "wave", "ground_truth": {"primitive": "dots", "image_auc": 0.91}},
-             {"best_concept": "wave", "ground_truth": {"primitive": "dots", "image_auc": 0.5}},
-             {"best_concept": "wave", "ground_truth": None}]  # fmt: skip
+    lines = [{"best_concept": "sun", "best_score": 0.8, "ground_truth": {"primitive": "spokes", "image_auc": 0.95}},
+             {"best_concept": "ring", "best_score": 0.9, "ground_truth": {"primitive": "circle", "image_auc": 0.99}},
+             {"best_concept": "wave", "best_score": 0.7, "ground_truth": {"primitive": "dots", "image_auc": 0.91}},
+             {"best_concept": "wave", "best_score": 0.7, "ground_truth": {"primitive": "dots", "image_auc": 0.5}},
+             {"best_concept": "wave", "best_score": 0.7, "ground_truth": None}]  # fmt: skip
     assert gt_named_rate(lines) == (2 / 3, 3)
     assert gt_named_rate(lines[3:]) == (None, 0)
+    unscored = {"best_concept": "circle", "best_score": None, "ground_truth": {"primitive": "circle", "image_auc": 1}}
+    assert gt_named_rate([unscored]) == (None, 0)  # a null score names nothing (issue 19, item 5)
 
 
 def test_quickstart_block(sae_dir, tmp_path):
