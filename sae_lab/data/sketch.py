@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from sae_lab.data.export import WORLD_META, export_world
 from sae_lab.data.images import collate_skip_corrupt
+from sae_lab.data.samplers import evaluation_sampler
 from sae_lab.data.sketch_dataset import SketchDataset
 from sae_lab.data.world import CLASSES, PRIMITIVES
 
@@ -214,10 +215,13 @@ class SketchDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         hp = self.hparams
+        # Evaluation under DDP: each image on exactly one rank (Lightning's own sampler would pad with repeats).
+        sampler = None if shuffle else evaluation_sampler(self.datasets[split])
         return DataLoader(
             self.datasets[split],
             batch_size=hp.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=hp.num_workers,
             collate_fn=collate_skip_corrupt,
             persistent_workers=hp.num_workers > 0,

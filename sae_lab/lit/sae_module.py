@@ -8,7 +8,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 
-from sae_lab.models.metrics import SpliceMetrics
+from sae_lab.models.metrics import EmptySplitError, SpliceMetrics
 from sae_lab.models.sae import SaeConfig, TopKSAE
 from sae_lab.models.schedule import warmup_cosine
 from sae_lab.models.trackers import DeadLatentTracker
@@ -152,7 +152,10 @@ class SaeModule(L.LightningModule):
         metrics.update(self.sae, net.head, net.features(batch["image"]), batch["label"], self.fmap_mean)
 
     def log_split(self, split: str, metrics: SpliceMetrics) -> dict[str, float]:
-        figures = metrics.compute()  # reduced over ranks: every rank logs the same figures
+        try:
+            figures = metrics.compute()  # reduced over ranks: every rank logs the same figures
+        except EmptySplitError as e:  # 0 / 0 would log NaN figures (and export them as the SAE's)
+            raise EmptySplitError(f"{split} split: no image was measured") from e
         metrics.reset()
         self.log_dict({f"{split}/{k}": v for k, v in figures.items()}, prog_bar=False)
         return figures

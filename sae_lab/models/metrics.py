@@ -20,6 +20,19 @@ def _zero(*shape: int) -> Tensor:
     return torch.zeros(shape, dtype=_F64)
 
 
+class EmptySplitError(ValueError):
+    """Figures asked of a split in which nothing was measured (on any rank): they would be 0 / 0."""
+
+    def __init__(self, what: str = "no image was measured") -> None:
+        super().__init__(f"{what} (the split is empty, or every image in it was unreadable): its FVU, L0, "
+                         "accuracies and KL are undefined")  # fmt: skip
+
+
+def _nonempty(count: Tensor) -> None:
+    if float(count) == 0:  # compute() sees the states summed over ranks: empty everywhere
+        raise EmptySplitError()
+
+
 class FractionOfVarianceUnexplained(Metric):
     """FVU = Σ‖x̃ − x̂‖² / Σ‖x̃ − mean(x̃)‖² over every token seen; the mean predicts 1, a perfect recon 0.
 
@@ -52,7 +65,12 @@ class FractionOfVarianceUnexplained(Metric):
         self.count += len(x)
 
     def compute(self) -> Tensor:
-        """Scalar float64 FVU (nan before any token)."""
+        """Scalar float64 FVU.
+
+        Raises:
+            EmptySplitError: no token was seen.
+        """
+        _nonempty(self.count)
         return self.sum_err / (self.sum_sq - self.sum_x.pow(2).sum() / self.count)
 
 
@@ -80,6 +98,7 @@ class LatentSparsity(Metric):
         self.tokens += len(latent_acts)
 
     def compute(self) -> dict[str, Tensor]:
+        _nonempty(self.tokens)
         return {"l0": self.active / self.tokens, "dead_frac": (self.fired == 0).to(_F64).mean()}
 
 
@@ -105,6 +124,7 @@ class SplicedAccuracy(Metric):
         self.kl += F.kl_div(spliced.log_softmax(-1), logits.log_softmax(-1), log_target=True, reduction="sum")
 
     def compute(self) -> dict[str, Tensor]:
+        _nonempty(self.images)
         orig, spliced = self.correct_orig / self.images, self.correct_spliced / self.images
         ablated = self.correct_ablated / self.images
         gap = orig - ablated
@@ -151,7 +171,11 @@ class SpliceMetrics(nn.Module):
         self.accuracy.update(head(fmap), spliced, ablated, labels)
 
     def compute(self) -> dict[str, float]:
-        """The split's figures, reduced over all ranks (every rank must call this)."""
+        """The split's figures, reduced over all ranks (every rank must call this).
+
+        Raises:
+            EmptySplitError: no image was measured on any rank.
+        """
         figures = {"fvu": self.fvu.compute(), **self.sparsity.compute(), **self.accuracy.compute()}
         return {k: float(v) for k, v in figures.items()}
 
