@@ -169,6 +169,9 @@ def run_serve(s: ServeSettings) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (`cmd &`)
     host = "[::1]" if s.host == "::" else s.host
-    print(f"serving POST http://{host}:{s.port}/why and GET /health (Ctrl+C stops)", flush=True)
+    print(
+        f"serving POST http://{host}:{s.port}/why and GET /health once the worker has loaded the run (Ctrl+C stops)",
+        flush=True,
+    )
     server.run(host=s.host, port=s.port, log_level=s.log_level)
     return 0
