@@ -17,7 +17,9 @@ mean IoU of the patch boxes with the bounding box of that primitive's mask.
     python benchmarks/patches_sharing.py
     python benchmarks/patches_sharing.py --run /tmp/pq/reports/quickstart --per-latent 8
 
-Ends with one line: ``forward_ratio=<x> wall_ratio=<x>`` (per latent / shared).
+Ends with one line: ``forward_ratio=<x> wall_ratio=<x> dense_forward_ratio=<x>`` (per latent / shared; the last
+against a per-latent occlusion at every position, bare paper included, as a plain per-neuron implementation does —
+both sides skip an occluder that covers no ink in the first two).
 """
 
 import argparse
@@ -31,13 +33,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sae_lab.explainers.patches import PatchSettings, run_patches  # noqa: E402
-from sae_lab.explainers.patches.occlusion import SaeScorer, occlude, positions  # noqa: E402
+from sae_lab.explainers.patches.occlusion import SaeScorer, inked_positions, occlude, positions  # noqa: E402
 from sae_lab.explainers.probe import probe_set  # noqa: E402
 from sae_lab.run import GT_AUC, ExplanationStore, RunFiles, load_run, read_neurons  # noqa: E402
 
 
-def sharing(args, loaded, files, neurons) -> tuple[float, float]:
-    """Prints the shared vs per-latent occlusion figures; returns (forward ratio, wall ratio)."""
+def sharing(args, loaded, files, neurons) -> tuple[float, float, float]:
+    """Prints the shared vs per-latent occlusion figures; returns the forward ratio (per latent with the same
+    occlusions / shared), the wall ratio, and the forward ratio against every position per latent."""
     s = PatchSettings(run=args.run)
     probe = probe_set(loaded, files, split=s.split, n=s.n_images, seed=s.seed, batch_size=s.batch_size)
     parts = probe.partition(s.seed)
@@ -72,7 +75,10 @@ def sharing(args, loaded, files, neurons) -> tuple[float, float]:
         ref = shared.drops[[where[j] for j in tops[i]], col]
         worst = max(worst, float((own.drops[:, 0] - ref).abs().max()))
     per_s = (time.perf_counter() - t1) / len(subset) * len(latents)
-    per_forward = sum(len(t) for t in tops.values()) * per_image
+    offsets = positions(size, s.occluder, s.stride)
+    cost = dict(zip(used, (1 + inked_positions(probe.images[used], s.occluder, offsets).sum(1)).tolist()))
+    per_forward = sum(cost[j] for t in tops.values() for j in t)  # each latent occludes its own images
+    dense_forward = sum(len(t) for t in tops.values()) * per_image  # … at every position, bare paper included
 
     print(f"run {files.root}: {len(probe)} probe images of {size} px, occluder {s.occluder} px, stride {s.stride} px "
           f"({per_image - 1} occlusions + the original per image), {torch.get_num_threads()} threads")  # fmt: skip
@@ -81,12 +87,15 @@ def sharing(args, loaded, files, neurons) -> tuple[float, float]:
     print(f"  shared:     {shared.forward_images:8d} forward images  {shared_s:8.1f} s")
     print(f"  per latent: {per_forward:8d} forward images  {per_s:8.1f} s  (time measured on {len(subset)} latents, "
           f"extrapolated to {len(latents)})")  # fmt: skip
+    print(f"  per latent, every position (bare paper included, as a per-neuron occlusion does): {dense_forward} "
+          f"forward images; shared skips the {sum(per_image - c for c in cost.values())} variants whose occluder "
+          "covers no ink (drop exactly 0)")  # fmt: skip
     print(f"  per-latent drops vs shared drops on those {len(subset)} latents: max |diff| = {worst:.2e}")
     pairs = sum(len(t) for t in every.values())
     distinct = len({j for t in every.values() for j in t})
     print(f"all {sum(bool(t) for t in every.values())} firing live latents at once (counted, not run): {pairs} pairs, "
           f"{distinct} distinct images: forward ratio {pairs / max(distinct, 1):.2f}")  # fmt: skip
-    return per_forward / shared.forward_images, per_s / shared_s
+    return per_forward / shared.forward_images, per_s / shared_s, dense_forward / shared.forward_images
 
 
 def localisation(loaded, records, neurons) -> tuple[list[float], list[float], list[float]]:
@@ -171,9 +180,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     neurons = read_neurons(files)
     loaded = load_run(args.run, device="cpu")
-    forward_ratio, wall_ratio = sharing(args, loaded, files, neurons)
+    forward_ratio, wall_ratio, dense_ratio = sharing(args, loaded, files, neurons)
     quality(args, files, neurons, loaded)
-    print(f"forward_ratio={forward_ratio:.2f} wall_ratio={wall_ratio:.2f}")
+    print(f"forward_ratio={forward_ratio:.2f} wall_ratio={wall_ratio:.2f} dense_forward_ratio={dense_ratio:.2f}")
     return 0
 
 

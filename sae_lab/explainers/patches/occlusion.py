@@ -94,9 +94,20 @@ class Occlusion(NamedTuple):
     """Images that went through classifier + SAE (variants and originals)."""
 
 
+def inked_positions(images: Tensor, occluder: int, offsets: Sequence[int]) -> Tensor:
+    """(n, Y·X) bool, row-major: whether the occluder at each position covers some ink of each (n, S, S) image."""
+    return torch.stack(
+        [images[:, y : y + occluder, x : x + occluder].flatten(1).amax(1) > 0 for y in offsets for x in offsets], 1
+    )
+
+
 @torch.no_grad()
-def occlude(score: Scorer, images: Tensor, occluder: int, stride: int, batch_size: int = 256) -> Occlusion:
+def occlude(score: Scorer, images: Tensor, occluder: int, stride: int, batch_size: int = 256,
+            skip_blank: bool = True) -> Occlusion:  # fmt: skip
     """Occludes every image once at every position and scores all latents on each variant.
+
+    An occluder over bare paper leaves the image as it was, so its drop is exactly 0 for every latent; with
+    ``skip_blank`` such variants are not sent through the network (about a quarter of the positions on sketches).
 
     Args:
         score: the scorer (:class:`SaeScorer`, or a planted one in tests).
@@ -104,11 +115,15 @@ def occlude(score: Scorer, images: Tensor, occluder: int, stride: int, batch_siz
         occluder: side s of the square in pixels.
         stride: step in pixels.
         batch_size: variants per forward pass (an image's variants may span passes).
+        skip_blank: leave out the variants whose occluder covers no ink (their drop is 0).
     """
     size = int(images.shape[-1])
     offsets = positions(size, occluder, stride)
     ink = images.float().div(255.0).unsqueeze(1)
-    per = len(offsets) ** 2 + 1  # the original first, then its occlusions
+    n_pos = len(offsets) ** 2
+    inked = (
+        inked_positions(images, occluder, offsets) if skip_blank else torch.ones(len(images), n_pos, dtype=torch.bool)
+    )
     pending: list[Tensor] = []
     outputs: list[Tensor] = []
 
@@ -120,16 +135,20 @@ def occlude(score: Scorer, images: Tensor, occluder: int, stride: int, batch_siz
         if full < len(batch):
             pending.append(batch[full:])
 
-    for i in range(len(ink)):
-        pending.append(torch.cat([ink[i : i + 1], occluded_variants(ink[i], occluder, offsets)]))
+    for i in range(len(ink)):  # the original first, then its occlusions that change it
+        pending.append(torch.cat([ink[i : i + 1], occluded_variants(ink[i], occluder, offsets)[inked[i]]]))
         if sum(len(p) for p in pending) >= batch_size:
             flush(final=False)
     if pending:
         flush(final=True)
-    z = torch.cat(outputs).reshape(len(ink), per, -1)  # (n, 1 + Y·X, L)
-    base = z[:, 0]
-    drops = (base[:, None] - z[:, 1:]).permute(0, 2, 1).reshape(len(ink), -1, len(offsets), len(offsets))
-    return Occlusion(base, drops, offsets, occluder, len(ink) * per)
+    z = torch.cat(outputs)  # (n + Σ inked, L)
+    counts = (inked.sum(1) + 1).tolist()
+    base = torch.stack([part[0] for part in z.split(counts)])  # (n, L)
+    full = base[:, None].repeat(1, n_pos, 1)  # blank positions: the original's activations, drop 0
+    for i, part in enumerate(z.split(counts)):
+        full[i, inked[i]] = part[1:]
+    drops = (base[:, None] - full).permute(0, 2, 1).reshape(len(ink), -1, len(offsets), len(offsets))
+    return Occlusion(base, drops, offsets, occluder, len(z))
 
 
 class PairDrops(NamedTuple):
@@ -209,5 +228,5 @@ def pixel_map(drops: Tensor, offsets: Sequence[int], occluder: int) -> Tensor:
     return total / count.clamp_min(1)
 
 
-__all__ = ["Occlusion", "PairDrops", "SaeScorer", "Scorer", "occlude", "occlude_pairs", "occluded_variants", "patch_box",
+__all__ = ["Occlusion", "PairDrops", "SaeScorer", "Scorer", "inked_positions", "occlude", "occlude_pairs", "occluded_variants", "patch_box",
            "pixel_map", "positions"]  # fmt: skip

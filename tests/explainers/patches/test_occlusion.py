@@ -89,7 +89,7 @@ def test_a_planted_latent_peaks_on_its_primitive(index):
     occ = occlude(SaeScorer(PlantedNet(masks, target), planted_sae(), [0, 1]), ink[None], OCCLUDER, STRIDE,
                   batch_size=7)  # fmt: skip
     n = len(positions(SIZE, OCCLUDER, STRIDE)) ** 2
-    assert occ.forward_images == n + 1 and occ.drops.shape == (1, 2, 13, 13)
+    assert occ.forward_images == n + 1 - blank(ink, STRIDE) and occ.drops.shape == (1, 2, 13, 13)
     drops = occ.drops[0, 0]
     heat = pixel_map(drops, occ.offsets, OCCLUDER)
     assert float(heat[masks[target]].mean()) > 2 * float(heat[masks[other]].mean())
@@ -113,8 +113,28 @@ def test_shared_pass_equals_one_latent_at_a_time():
     ink = torch.from_numpy(255 - sample.image)[None].repeat(2, 1, 1)
     both = occlude(SaeScorer(net, sae, [0, 1]), ink, OCCLUDER, 8, batch_size=5)
     alone = occlude(SaeScorer(net, sae, [1]), ink, OCCLUDER, 8, batch_size=64)
-    assert both.forward_images == alone.forward_images == 2 * (7 * 7 + 1)
+    assert both.forward_images == alone.forward_images == 2 * (7 * 7 + 1 - blank(ink[0], 8))
     torch.testing.assert_close(both.drops[:, 1:], alone.drops, atol=1e-6, rtol=0)
+
+
+def blank(ink: torch.Tensor, stride: int) -> int:
+    """Occluder positions of one (S, S) ink image that cover no ink, counted by hand."""
+    offsets = positions(SIZE, OCCLUDER, stride)
+    return sum(int(ink[y : y + OCCLUDER, x : x + OCCLUDER].max()) == 0 for y in offsets for x in offsets)
+
+
+def test_occluding_bare_paper_is_skipped_and_changes_nothing():
+    sample = SketchWorld(image_size=SIZE, seed=0, distractors=(0, 0)).sample(2)
+    masks = torch.from_numpy(sample.masks)
+    net, sae = PlantedNet(masks, int(sample.primitives.argmax())), planted_sae()
+    ink = torch.from_numpy(255 - sample.image)[None]
+    dense = occlude(SaeScorer(net, sae, [0, 1]), ink, OCCLUDER, 8, skip_blank=False)
+    sparse = occlude(SaeScorer(net, sae, [0, 1]), ink, OCCLUDER, 8, batch_size=3)
+    skipped = blank(ink[0], 8)
+    assert skipped > 0 and dense.forward_images == 7 * 7 + 1
+    assert sparse.forward_images == dense.forward_images - skipped
+    torch.testing.assert_close(sparse.drops, dense.drops, atol=1e-6, rtol=0)  # a skipped variant's drop is exactly 0
+    torch.testing.assert_close(sparse.base, dense.base, atol=1e-6, rtol=0)
 
 
 def test_pairs_occlude_each_distinct_image_once_in_blocks():
@@ -127,7 +147,7 @@ def test_pairs_occlude_each_distinct_image_once_in_blocks():
     whole = occlude(SaeScorer(net, sae, [0, 1]), images, OCCLUDER, 8)
     for max_floats in (1, 1 << 24):  # one image per block, or all in one
         pairs = occlude_pairs(SaeScorer(net, sae, [0, 1]), images, tops, [0, 1], OCCLUDER, 8, max_floats=max_floats)
-        assert pairs.images == 3 and pairs.forward_images == 3 * (7 * 7 + 1)
+        assert pairs.images == 3 and pairs.forward_images == whole.forward_images
         assert sorted(pairs.drops) == [(0, 0), (0, 2), (1, 1), (1, 2)]
         for (latent, j), d in pairs.drops.items():
             torch.testing.assert_close(d, whole.drops[j, latent], atol=1e-6, rtol=0)
