@@ -14,8 +14,6 @@ from pathlib import Path
 
 from sae_lab.run.files import SAE_CFG, SAE_WEIGHTS, RunFiles
 
-EVAL_LATENTS = 64
-"""Latents DnD and patches explain in the quickstart: the evaluation's seeded sample (LINE and LE explain all)."""
 STAGE_METHODS = {"evaluation": "evaluate"}
 """summary.json block → the stage method that makes it."""
 HELP = "run every stage on the built-in sketch world on CPU (checkpoints/quickstart, reports/quickstart)"
@@ -173,27 +171,22 @@ class Quickstart:
         print(f"[quickstart] {name}: " + ", ".join(f"{k}={v}" for k, v in block.items() if not isinstance(v, dict)))
         return block
 
-    def sample(self) -> str:
-        """The latents the costlier methods explain: the evaluation's own seeded sample of live latents."""
-        from sae_lab.evaluate.rows import sample_latents
-        from sae_lab.run import read_neurons
-
-        ids = sample_latents(read_neurons(self.report_dir), 8 if self.args.smoke else EVAL_LATENTS, seed=0)
-        return ",".join(map(str, ids))
+    def latents(self) -> str:
+        """The latents every explanation method explains: all live ones (the smoke run: the 4 most frequent)."""
+        return "auto:4" if self.args.smoke else "all"
 
     def line(self) -> dict | None:
         smoke = self.args.smoke
-        return self.explainer("line", latents="auto:4" if smoke else "all", n_iters=1 if smoke else 4,
-                              n_images=2 if smoke else 8)  # fmt: skip
+        return self.explainer("line", latents=self.latents(), n_iters=1 if smoke else 4, n_images=2 if smoke else 8)
 
     def le(self) -> dict | None:
-        return self.explainer("le", latents="all")
+        return self.explainer("le", latents=self.latents())
 
     def dnd(self) -> dict | None:
-        return self.explainer("dnd", latents=self.sample())
+        return self.explainer("dnd", latents=self.latents())
 
     def patches(self) -> dict | None:
-        return self.explainer("patches", latents=self.sample())
+        return self.explainer("patches", latents=self.latents())
 
     def evaluate(self) -> dict | None:
         try:
