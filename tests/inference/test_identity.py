@@ -86,20 +86,36 @@ def test_explain_and_evaluate_with_another_sae_are_refused(root):
     shutil.copytree(root / "checkpoints" / RUN / "sae", other)
     permute_latents(other)
     run = str(root / "reports" / RUN)
-    le = get_explainer("le")
-    with pytest.raises(IdentityError, match="another SAE"):
-        le.run(le.settings(run=run, sae=str(other), device="cpu", variants="label"))
-    labels = get_explainer("labels")
-    with pytest.raises(IdentityError, match="another SAE"):
-        labels.run(labels.settings(run=run, sae=str(other), progress=False))
+    for method in ("le", "line", "dnd", "patches", "labels"):
+        explainer = get_explainer(method)
+        given = {"run": run, "sae": str(other), "device": "cpu", "latents": "1-3"}
+        if "progress" in explainer.settings.__dataclass_fields__:
+            given["progress"] = False
+        with pytest.raises(IdentityError, match="another SAE"):
+            explainer.run(explainer.settings(**given))
+    written = sorted(p.name for p in Path(run).iterdir() if not p.name.startswith("."))
+    assert written == ["explanations", "neurons.jsonl", "report.json"], written  # refused before writing
     with pytest.raises(IdentityError, match="another SAE"):
         evaluate(EvaluateSettings(run=run, sae=str(other), device="cpu", progress=False))
-    assert not RunFiles(run).labels.exists()  # refused before anything was written
     assert json.loads(RunFiles(run).explanations("le-label").read_text().splitlines()[0])["text"] == "circle"
     # A copy of the same SAE elsewhere is the same SAE: accepted.
     same = root / "same_sae"
     shutil.copytree(root / "checkpoints" / RUN / "sae", same)
     assert SaeLab.load(run, sae=same).labels[1] == ("circle", "le-label")
+
+
+@pytest.mark.slow
+def test_explain_le_with_another_sae_through_the_cli_is_one_error_line(root, cli):
+    other = root / "other_sae"
+    shutil.copytree(root / "checkpoints" / RUN / "sae", other)
+    permute_latents(other)
+    run = root / "reports" / RUN
+    r = cli("explain", "le", "--run", str(run), "--sae", str(other), "--device", "cpu", cwd=root)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "another SAE" in errors[0] and str(other) in errors[0]
+    assert recorded_identity(run).sae in errors[0]
 
 
 def test_labels_record_the_reports_identity(root):
