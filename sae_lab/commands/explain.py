@@ -33,13 +33,47 @@ def find_explainer(name: str) -> Any:
 
 
 def run_method(explainer: Any, settings: Any) -> int:
-    """Runs one method and prints its summary block (secrets scrubbed); 1 when some latents failed."""
-    from sae_lab.run.secrets import install_log_scrubber, scrub_value
+    """Runs one method and prints its summary block (secrets scrubbed); 1 when some latents failed, and 1 with an
+    ``error:`` line when it explained none of its latents (every call failed: nothing of it may pass for labels)."""
+    from sae_lab.run.secrets import install_log_scrubber, scrub, scrub_value
 
     install_log_scrubber()  # a warning quoting a spec or a server's answer shows no key
     block = explainer.run(settings)
     print_block(scrub_value(block))
+    if nothing_explained(block):
+        n = block.get("latents", (block.get("labelled") or 0) + (block.get("failed") or 0))
+        print(f"error: {explainer.name} explained none of its {n} latents"
+              f"{scrub(why_failed(explainer, settings, block))}", file=sys.stderr)  # fmt: skip
+        return 1
     return 1 if block.get("failed") else 0
+
+
+def nothing_explained(block: dict[str, Any]) -> bool:
+    """Whether a summary block says that latents were asked for and not one was explained (``explained`` of the
+    block or of each of its variants; ``labelled`` for labels)."""
+    if not block.get("latents") and not block.get("failed"):
+        return False
+    if "labelled" in block:
+        return not block["labelled"] and bool(block.get("failed"))
+    counts = [block["explained"]] if "explained" in block else [
+        v["explained"] for v in block.values() if isinstance(v, dict) and "explained" in v]  # fmt: skip
+    return bool(counts) and not any(counts)
+
+
+def why_failed(explainer: Any, settings: Any, block: dict[str, Any]) -> str:
+    """``": <the most frequent reason>"`` from the method's records (or the block's errors), else ``""``."""
+    from collections import Counter
+
+    from sae_lab.run import ExplanationStore
+
+    reasons: Counter = Counter(str(v) for v in (block.get("errors") or {}).values())
+    for method in explainer.methods:
+        try:
+            records = ExplanationStore(settings.run, method).latest().values()
+        except (OSError, ValueError):
+            continue
+        reasons.update(r.reason for r in records if not r.ok and r.reason)
+    return f": {reasons.most_common(1)[0][0]}" if reasons else ""
 
 
 def method_command(name: str) -> SettingsCommand:

@@ -103,8 +103,10 @@ class ExplanationStore:
         return keep_matching(out, self.files, self.method)
 
     def done(self, settings_hash: str | None = None) -> set[int]:
-        """Latents with a record (made with ``settings_hash`` when given)."""
-        return {k for k, r in self.latest().items() if settings_hash is None or r.settings_hash == settings_hash}
+        """Latents with a record (made with ``settings_hash`` when given); a record marked ``detail["failed"]`` (its
+        calls failed: a refused token, a server down) is not done, so a re-run tries it again."""
+        return {k for k, r in self.latest().items()
+                if (settings_hash is None or r.settings_hash == settings_hash) and not r.detail.get("failed")}  # fmt: skip
 
     def append(self, records: ExplanationRecord | Sequence[ExplanationRecord]) -> None:
         """Durable appends (one fsync per call)."""

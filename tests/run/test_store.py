@@ -65,11 +65,13 @@ def test_the_store_appends_resumes_and_compacts(tmp_path):
     store.append(ExplanationRecord.single(1, "dnd", "ring", settings_hash="b"))  # a later run, other settings
     store.close()
     assert store.done("a") == {2} and store.done("b") == {1} and store.done() == {1, 2}
+    store.append(ExplanationRecord.single(3, "dnd", None, reason="HTTP 401", settings_hash="b", detail={"failed": True}))
+    assert store.done("b") == {1} and not store.latest()[3].ok  # failed calls are tried again
     assert store.latest()[1].text == "ring" and not store.latest()[2].ok
     with pytest.raises(ValueError, match="does not belong"):
         store.append(ExplanationRecord.single(3, "line", "x"))
-    assert store.compact() == 2 and len(read_jsonl(store.path)) == 2
-    assert explanation_methods(tmp_path) == ["dnd"] and set(read_explanations(tmp_path)["dnd"]) == {1, 2}
+    assert store.compact() == 3 and len(read_jsonl(store.path)) == 3
+    assert explanation_methods(tmp_path) == ["dnd"] and set(read_explanations(tmp_path)["dnd"]) == {1, 2, 3}
     with pytest.raises(ValueError, match="bad explanation method"):
         RunFiles(tmp_path).explanations("../escape")
 
