@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sae_lab.data.world import CLASSES, SYNONYMS
 from sae_lab.run.io import atomic_write_text
+from sae_lab.run.secrets import scrub
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def _ask(classes: list[str], llm: str, prompt: str, cache_dir: Path, max_retries
     out = {}
     for c, a in zip(classes, asked):
         if a.ok:
-            out[c] = Vocabulary(c, a.value, llm.strip(), llm_calls=a.attempts, errors=a.errors)
+            out[c] = Vocabulary(c, a.value, scrub(llm.strip()), llm_calls=a.attempts, errors=a.errors)  # no key kept
             path = cache_path(cache_dir, c, prompt, llm)
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, json.dumps({**asdict(out[c]), "answer": a.text}, indent=1))
