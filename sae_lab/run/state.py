@@ -68,12 +68,13 @@ class StageState:
         want = to_jsonable(dict(settings), strict=False)
         theirs = saved.pop(SETTINGS_KEY, None)
         saved.pop(HASH_KEY, None)
-        if theirs is None and self.legacy is not None:  # written before settings travelled with the state
+        legacy = theirs is None
+        if legacy and self.legacy is not None:  # written before settings travelled with the state
             theirs = read_json(self.legacy, default=None)
         if not isinstance(theirs, dict) or theirs != want:
             theirs = theirs if isinstance(theirs, dict) else {}
             keys = sorted(k for k in set(theirs) | set(want) if theirs.get(k) != want.get(k))
-            raise SettingsMismatch(self.path, keys, self.name)
+            raise SettingsMismatch(self.path, keys + (["written by an older version"] if legacy else []), self.name)
         return saved
 
     def save(self, settings: Mapping[str, Any], state: Mapping[str, Any]) -> None:
