@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from sae_lab.commands import COMMANDS
-from sae_lab.errors import check_checkpoint, is_expected, one_line, split_debug
+from sae_lab.errors import check_checkpoint, check_config_args, is_expected, one_line, split_debug
 
 # Kept here rather than imported from sae_lab.cli, so that other commands start without importing Lightning.
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -37,7 +37,8 @@ def usage() -> str:
 
 def precheck_lightning(argv: list[str]) -> None:
     """Refuses a ``--ckpt_path`` that names no file before Lightning is imported (the config's own ``ckpt_path`` is
-    checked by :class:`sae_lab.cli.SaeLabCLI`)."""
+    checked by :class:`sae_lab.cli.SaeLabCLI`), and a ``--config`` file that is not YAML."""
+    check_config_args(argv)
     for i, arg in enumerate(argv):
         name, eq, value = arg.partition("=")
         if name == "--ckpt_path":

@@ -13,11 +13,16 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from sae_lab.errors import check_checkpoint
+from sae_lab.errors import check_checkpoint, parse_error_line
 
 
 def run_dir(checkpoint_root: str, name: str) -> str:
     return os.path.join(checkpoint_root, name)
+
+
+class OneLineErrorParser(LightningArgumentParser):
+    def error(self, message: str, ex: Exception | None = None):
+        super().error(parse_error_line(message), ex)
 
 
 class SaeLabCLI(LightningCLI):
@@ -36,6 +41,10 @@ class SaeLabCLI(LightningCLI):
             run=run,
             **kwargs,
         )
+
+    def init_parser(self, **kwargs) -> LightningArgumentParser:
+        """Lightning's parser, reporting a bad command line as one ``error:`` line (jsonargparse's can span lines)."""
+        return OneLineErrorParser(**kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(

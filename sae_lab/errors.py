@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import re
 import string
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,7 +74,7 @@ def _os_error(exc: OSError) -> str | None:
     if exc.filename2 is not None:
         name = f"{name} -> {os.fsdecode(exc.filename2)}"
     text = {
-        errno.EACCES: f"permission denied: {name} (a read-only folder, or another user's? give one you can write)",
+        errno.EACCES: f"permission denied: {name} (read-only, or owned by another user)",
         errno.EPERM: f"operation not permitted: {name}",
         errno.EROFS: f"read-only file system: {name}",
         errno.ENOENT: f"no such file or folder: {name}",
@@ -181,3 +182,36 @@ def check_checkpoint(path: str | os.PathLike, field: str = "ckpt_path") -> None:
         raise UsageError(f"{field} {text!r} is a folder, expected a checkpoint file (e.g. <run>/best.ckpt)")
     if not p.is_file():
         raise UsageError(f"{field} {text!r}: no such checkpoint file")
+
+
+def parse_error_line(message: str) -> str:
+    """jsonargparse's message for a bad command line on one line, naming the option as typed
+    (``Parser key "n_train":\\n  Expected a <class 'int'>. Got value: abc`` → ``--n_train: Expected …``)."""
+    text = " ".join(message.split())
+    return re.sub(r'Parser key "([\w.]+)":', lambda m: f"--{m.group(1)}:", text)
+
+
+def check_config_args(argv: Sequence[str]) -> None:
+    """Raises UsageError when a ``--config FILE`` (or ``-c``) on the command line is a file that is not YAML or not a
+    mapping, naming the file and the line (jsonargparse names neither). Missing files and inline YAML strings are
+    left to jsonargparse."""
+    import yaml
+
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if name not in ("--config", "-c"):
+            continue
+        value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        if not value or not Path(value).is_file():
+            continue
+        try:
+            data = yaml.safe_load(Path(value).read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or str(e)
+            raise UsageError(f"--config {value} is not valid YAML: {problem}{where}") from None
+        if data is not None and not isinstance(data, dict):
+            raise UsageError(
+                f"--config {value} must hold a mapping of settings (name: value), got a YAML {type(data).__name__}"
+            )

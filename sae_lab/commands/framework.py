@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sae_lab.errors import check_device
+from sae_lab.errors import check_config_args, check_device, check_model_source, check_template, parse_error_line
 
 BOOL_WORDS = frozenset({"true", "false", "yes", "no", "1", "0", "on", "off", "null"})
 """Values that may follow a bool option (anything else means the bare flag, i.e. true)."""
@@ -60,6 +60,18 @@ def _formatter():
     return Formatter
 
 
+def _parser_class():
+    from jsonargparse import ArgumentParser
+
+    class Parser(ArgumentParser):
+        """Reports a bad command line as usage, tip and one ``error:`` line (jsonargparse's can span lines)."""
+
+        def error(self, message: str, ex: Exception | None = None):
+            super().error(parse_error_line(message), ex)
+
+    return Parser
+
+
 def settings_parser(settings: type, prog: str, description: str, aliases: Mapping[str, Sequence[str]] = {},
                     required: Sequence[str] = (), positional: str | None = None):  # fmt: skip
     """A jsonargparse parser whose options are the fields of the dataclass ``settings``.
@@ -78,7 +90,7 @@ def settings_parser(settings: type, prog: str, description: str, aliases: Mappin
     jsonargparse.set_parsing_settings(docstring_parse_attribute_docstrings=True)
     one = positional.upper().removesuffix("S") if positional else ""  # images → IMAGE [IMAGE ...]
     usage = f"{prog} {one} [{one} ...] [options]" if positional else None
-    parser = jsonargparse.ArgumentParser(prog=prog, description=description, formatter_class=_formatter(), usage=usage)
+    parser = _parser_class()(prog=prog, description=description, formatter_class=_formatter(), usage=usage)
     parser.add_argument("--config", action="config", help="YAML file of settings (keys: the field names).")
     parser.add_class_arguments(settings, as_group=False, fail_untyped=True)
     names = {f.name for f in dataclasses.fields(settings)}
@@ -143,6 +155,28 @@ def gather_positionals(argv: Sequence[str], field: str) -> list[str]:
     return out + ([f"--{field}={json.dumps(bare)}"] if bare else [])
 
 
+MODEL_SPEC_KINDS = ("hf", "diffusers")
+"""Backend spec prefixes whose argument is a Hub id or a local path (``hf:<id or path>``, ``diffusers:<…>``)."""
+
+
+def check_shared_fields(settings: Any) -> None:
+    """The checks every command shares, done once when its settings are parsed, before any model is loaded: a
+    ``device`` this machine has, a ``template`` with ``{concept}`` and no other placeholder, and a backend spec
+    ``hf:PATH`` / ``diffusers:PATH`` whose path exists (``sae_lab.errors``; each raises UsageError or
+    FileNotFoundError naming the field)."""
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if not isinstance(value, str):
+            continue
+        if f.name == "device":
+            check_device(value)
+        elif f.name == "template":
+            check_template(value)
+        kind, sep, arg = value.partition(":")
+        if sep and kind in MODEL_SPEC_KINDS and arg:
+            check_model_source(arg, f"{f.name} model")
+
+
 @dataclasses.dataclass(frozen=True)
 class SettingsCommand:
     """A command made of a settings dataclass and a function taking it."""
@@ -174,20 +208,20 @@ class SettingsCommand:
 
         Raises:
             SystemExit: an unknown option, or a value of the wrong type (the message names the field).
-            ValueError: a combination the settings refuse (their ``__post_init__`` or ``check()``), or a ``device``
-                field naming no device of this machine.
+            ValueError: a combination the settings refuse (their ``__post_init__`` or ``check()``, and
+                :func:`check_shared_fields`: device, template, model path).
         """
+        check_config_args(argv)
         cls, parser = self.settings_class(), self.parser()
         names = [f.name for f in dataclasses.fields(cls)]
         bools = {a.dest for a in parser._actions if a.dest in names and _is_bool(a)}
         argv = normalise_flags(argv, bools)
         cfg = parser.parse_args(gather_positionals(argv, self.positional) if self.positional else argv)
         settings = cls(**{name: cfg[name] for name in names if name in cfg})
+        check_shared_fields(settings)  # each field alone first, then the combinations
         check = getattr(settings, "check", None)
         if callable(check):
             check()
-        if "device" in names and isinstance(settings.device, str):
-            check_device(settings.device)  # once for every command, before any model is loaded
         return settings
 
     def call(self, argv: Sequence[str]) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 from PIL import Image
 
 from sae_lab.backends.image.base import ImageBackend
+from sae_lab.errors import check_template
 
 
 def _annotations_chunk(image: Image.Image) -> Any:
@@ -47,8 +48,7 @@ class ImageCache:
     """
 
     def __init__(self, root: str | os.PathLike, backend: ImageBackend, template: str, seed: int) -> None:
-        if "{concept}" not in template:
-            raise ValueError(f"the prompt template needs a {{concept}} placeholder, got {template!r}")
+        check_template(template)  # {concept} and no other placeholder (str.format would raise KeyError later)
         self.root, self.backend, self.template, self.seed = Path(root), backend, template, seed
         self.root.mkdir(parents=True, exist_ok=True)
         self.generated = 0

@@ -12,6 +12,7 @@ from typing import Any
 from PIL import Image
 
 from sae_lab.backends.image.base import ImageBackend, check_lengths
+from sae_lab.errors import check_model_source
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class DiffusersBackend(ImageBackend):
         load: dict[str, Any] = {_dtype_keyword(): dtypes[dtype], "local_files_only": local_files_only}
         if variant:
             load["variant"] = variant
+        check_model_source(model, "diffusers pipeline")  # a missing path, not a malformed Hub id
         self.pipe = AutoPipelineForText2Image.from_pretrained(model, **load)
         if not safety_checker and getattr(self.pipe, "safety_checker", None) is not None:
             self.pipe.safety_checker = None

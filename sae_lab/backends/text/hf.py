@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sae_lab.backends.text.base import ChatRequest, GenerationResult, TextBackend
+from sae_lab.errors import check_model_source
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class HFBackend(TextBackend):
         self.max_input_tokens = max_input_tokens
         self.device = resolve_device(device)
         load = {"local_files_only": local_files_only, "revision": revision, "trust_remote_code": trust_remote_code}
+        check_model_source(model, "text model")  # a missing path, not a malformed Hub id
         self.tokenizer = AutoTokenizer.from_pretrained(model, **load)
         self.tokenizer.padding_side = "left"  # decoder-only models continue from the right end
         self.tokenizer.truncation_side = "left"
