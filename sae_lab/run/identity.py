@@ -32,6 +32,8 @@ IDENTITY_KEY = "identity"
 
 _warned: set[tuple[str, ...]] = set()
 """Warnings already given in this process (each is given once)."""
+_recorded: dict[tuple[str, int, int], Identity | None] = {}
+"""The last report.json read, by (path, mtime, size)."""
 
 
 class IdentityError(ValueError):
@@ -93,11 +95,19 @@ def recorded_identity(run: str | Path | RunFiles) -> Identity | None:
     or without a ``report.json``)."""
     files = run if isinstance(run, RunFiles) else RunFiles(run)
     try:
-        report = read_json(files.report, default=None)
-    except (OSError, ValueError) as e:
-        logger.warning("cannot read %s: %s", files.report, e)
+        stat = files.report.stat()
+    except OSError:
         return None
-    return Identity.from_json(report.get(IDENTITY_KEY)) if isinstance(report, Mapping) else None
+    key = (str(files.report.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _recorded:  # every explanation read asks: read report.json once per version of it
+        try:
+            report = read_json(files.report, default=None)
+        except (OSError, ValueError) as e:
+            logger.warning("cannot read %s: %s", files.report, e)
+            return None
+        _recorded.clear()
+        _recorded[key] = Identity.from_json(report.get(IDENTITY_KEY)) if isinstance(report, Mapping) else None
+    return _recorded[key]
 
 
 def record_identity(record) -> str | None:
