@@ -238,7 +238,9 @@ def test_dead_latents_and_subsets(run):
     assert [r["latent"] for r in read_labels(run)] == [5, 6, 7]
     label_run(run, "offline", latents=[0], progress=False)
     assert [r["latent"] for r in read_labels(run)] == [0, 5, 6, 7]
-    assert label_run(run, "offline", latents="6", progress=False).labelled == 0  # dead: skipped
+    with pytest.raises(ValueError, match="choose no latent to label.*--include-dead"):  # dead only: nothing to do
+        label_run(run, "offline", latents="6", progress=False)
+    assert [r["latent"] for r in read_labels(run)] == [0, 5, 6, 7]
 
 
 @pytest.mark.parametrize(("spec", "ids"), [("0-3,7", [0, 1, 2, 3, 7]), (" 5 ", [5]), ("2-2,1,1", [1, 2])])
