@@ -91,7 +91,7 @@ class Labeller:
             latent=task.latent,
             label=self._mask(label),
             evidence=self._mask(evidence),
-            source=self._mask(self.backend.name) or "",
+            source=scrub(self.backend.name, self.secrets) or "",  # a spec: scrubbed by pattern too (http://u:KEY@)
             prompt_hash=task.prompt_hash,
             status="ok" if asked.ok else "failed",
             error=scrub(error, self.secrets) if error is not None else None,
