@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from itertools import zip_longest
 from typing import Any
 
 from sae_lab.report.pages import DASH, anchor, cost_text, num
 from sae_lab.run import Cost, ExplanationRecord, NeuronRecord
 
-IMAGE_KEYS = ("crops", "images", "patches")
+IMAGE_KEYS = ("crops", "images", "maps", "patches")
 """Keys of an explanation's ``detail`` that may list images (paths relative to the run folder) to show."""
 MAX_CANDIDATES = 8
 MAX_IMAGES = 12
@@ -38,20 +39,24 @@ def _class_rows(rows: Sequence[Mapping[str, Any]], scale: float) -> list[dict[st
 
 
 def _images(detail: Mapping[str, Any]) -> list[dict[str, str]]:
-    """Thumbnails named in ``detail[crops|images|patches]``: a path, or ``{image|path, caption|concept|score}``."""
-    out = []
+    """Thumbnails named in ``detail[crops|images|maps|patches]``: a path, or ``{image|path, caption|concept|score}``;
+    taken in turn from each key (a DnD crop beside a generated image, an occlusion map beside its patch)."""
+    lists = []
     for key in IMAGE_KEYS:
         items = detail.get(key)
         if not isinstance(items, list):
             continue
+        shown = []
         for item in items:
             if isinstance(item, str):
-                out.append({"src": item, "caption": key.rstrip("s")})
+                shown.append({"src": item, "caption": key.rstrip("s")})
             elif isinstance(item, Mapping) and isinstance(item.get("image") or item.get("path"), str):
                 caption = item.get("caption") or item.get("concept")
                 if caption is None and item.get("score") is not None:
                     caption = num(item["score"], 2)
-                out.append({"src": item.get("image") or item.get("path"), "caption": str(caption or key.rstrip("s"))})
+                shown.append({"src": item.get("image") or item.get("path"), "caption": str(caption or key.rstrip("s"))})
+        lists.append(shown)
+    out = [x for row in zip_longest(*lists) for x in row if x is not None]
     return out[:MAX_IMAGES]
 
 
