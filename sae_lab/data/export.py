@@ -8,14 +8,19 @@ Layout (what ``datasets.load_dataset(folder)`` reads as splits ``train`` and ``t
       world.json                                   primitive_masks {bytes: 16-bit PNG bitmask}
 
 ``primitive_masks`` holds one bit per primitive (bit p set where primitive p's strokes are).
-The folder is written under a temporary name and renamed, so a half-written export is never read.
+The folder is written under a temporary name (``out.tmp-<pid>``) and renamed, so a half-written export is never
+read; an old world being replaced is first moved aside as ``out.tmp-<pid>-old``. The next export cleans what a killed
+one left: only names of that pattern whose process is gone (a concurrent export's are its own), and a ``-old`` world
+goes back in place when the kill came between the two renames.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
+import re
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -24,8 +29,13 @@ import numpy as np
 from PIL import Image
 
 from sae_lab.data.world import CLASSES, PRIMITIVES, SketchWorld
+from sae_lab.run.leftovers import OWNER, mark_owner, owned_elsewhere, pid_alive
+
+logger = logging.getLogger(__name__)
 
 WORLD_META = "world.json"
+
+_LEFTOVER = re.compile(r"^(?P<base>.+)\.tmp-(?P<pid>\d+)(?P<old>-old)?$")
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -119,22 +129,42 @@ def export_world(
         FileExistsError: `out` exists and `overwrite` is False, or it is not a world export.
         ValueError: an argument out of range (naming it).
     """
-    import datasets
-
     for name, value, lo, hi in (("n_train", n_train, 1, 10_000_000), ("n_test", n_test, 0, 10_000_000),
                                 ("image_size", image_size, 16, 1024), ("supersample", supersample, 1, 8)):  # fmt: skip
         if not lo <= value <= hi:
             raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
     out = Path(out)
+    clean_leftovers(out)  # first: it may put back the old world a killed export had moved aside
     if out.exists():
         if not overwrite:
             raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
         if not (out / WORLD_META).is_file():
             raise FileExistsError(f"{out} is not a sketch-world export (no {WORLD_META}); refusing to replace it")
-    for stale in out.parent.glob(f"{out.name}.tmp-*"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
     (tmp / "data").mkdir(parents=True)
+    mark_owner(tmp)  # pid and host: an export running on another machine of a shared folder is left alone
+    try:
+        _write_world(tmp, n_train, n_test, image_size, seed, supersample, workers, progress)
+    except BaseException:  # a failure (not a kill) cleans up at once; a kill's leftovers go with the next run
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    (tmp / OWNER).unlink()
+    if out.exists():  # swap: the old world goes only once the new one is complete
+        old = out.with_name(out.name + f".tmp-{os.getpid()}-old")
+        mark_owner(out)  # travels with it to `old`; removed again if a later run restores it
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    return out
+
+
+def _write_world(tmp: Path, n_train: int, n_test: int, image_size: int, seed: int, supersample: int,
+                 workers: int | None, progress: bool) -> None:  # fmt: skip
+    """Renders both splits into ``tmp/data`` and writes ``tmp/world.json`` last (what marks a complete export)."""
+    import datasets
+
     workers = workers or min(4, os.cpu_count() or 1)
     features = world_features()
     for split, n in (("train", n_train), ("test", n_test)):
@@ -165,14 +195,44 @@ def export_world(
         "n_test": n_test,
     }
     (tmp / WORLD_META).write_text(json.dumps(meta, indent=1))
-    if out.exists():  # swap: the old world goes only once the new one is complete
-        old = out.with_name(out.name + f".tmp-{os.getpid()}-old")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-    return out
+
+
+def clean_leftovers(out: str | os.PathLike) -> list[Path]:
+    """Cleans what killed exports of ``out`` left beside it; returns the removed paths.
+
+    Only ``out.tmp-<pid>`` and ``out.tmp-<pid>-old`` folders whose process is gone are touched (a concurrent export's
+    are left alone, as are those marked by another host). When ``out`` is missing, an export was killed between moving
+    the old world aside and moving the new one in: the old world (the newest complete ``-old``) is put back.
+    """
+    out = Path(out)
+    if not out.parent.is_dir():
+        return []
+    new, old = [], []
+    for path in out.parent.iterdir():
+        m = _LEFTOVER.match(path.name)
+        if m is None or m["base"] != out.name or not path.is_dir() or path.is_symlink():
+            continue
+        pid = int(m["pid"])  # this process's own are an earlier call's, which failed (its name would be reused)
+        if (pid != os.getpid() and pid_alive(pid)) or owned_elsewhere(path):
+            continue
+        (old if m["old"] else new).append(path)
+    if not out.exists() and not out.is_symlink():
+        complete = [p for p in old if (p / WORLD_META).is_file()]
+        if complete:
+            keep = max(complete, key=lambda p: p.stat().st_mtime)
+            os.replace(keep, out)
+            (out / OWNER).unlink(missing_ok=True)
+            old.remove(keep)
+            logger.warning("restored %s from %s, left by an export killed while replacing it", out, keep.name)
+    removed = []
+    for path in sorted(new + old):
+        try:
+            shutil.rmtree(path)
+        except OSError as exc:
+            logger.warning("could not remove %s, left by a killed export: %s", path, exc)
+            continue
+        removed.append(path)
+    return removed
 
 
 def _progress(enabled: bool, total: int, desc: str):

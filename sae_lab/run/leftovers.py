@@ -46,7 +46,9 @@ def mark_owner(folder: str | os.PathLike) -> None:
     (folder / OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
 
 
-def _owner_elsewhere(path: Path) -> bool:
+def owned_elsewhere(path: str | os.PathLike) -> bool:
+    """Whether folder ``path`` carries an :data:`OWNER` marker naming another host (its pid means nothing here)."""
+    path = Path(path)
     try:
         owner = json.loads((path / OWNER).read_text())
     except (OSError, ValueError):
@@ -73,7 +75,7 @@ def stale_entries(folder: str | os.PathLike, base: str | None = None,
             continue
         if contains is not None and not (path.is_dir() and any((path / n).exists() for n in (OWNER, *contains))):
             continue
-        if pid_alive(int(m["pid"])) or (path.is_dir() and _owner_elsewhere(path)):
+        if pid_alive(int(m["pid"])) or (path.is_dir() and owned_elsewhere(path)):
             continue
         out.append(path)
     return sorted(out)
@@ -98,4 +100,4 @@ def remove_stale(folder: str | os.PathLike, base: str | None = None,
     return removed
 
 
-__all__ = ["OWNER", "mark_owner", "pid_alive", "remove_stale", "stale_entries"]
+__all__ = ["OWNER", "mark_owner", "owned_elsewhere", "pid_alive", "remove_stale", "stale_entries"]
