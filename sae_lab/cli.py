@@ -21,6 +21,8 @@ def run_dir(checkpoint_root: str, name: str) -> str:
 
 
 class OneLineErrorParser(LightningArgumentParser):
+    """Lightning's parser, reporting a bad command line as one ``error:`` line (jsonargparse's can span lines)."""
+
     def error(self, message: str, ex: Exception | None = None):
         super().error(parse_error_line(message), ex)
 
@@ -37,14 +39,11 @@ class SaeLabCLI(LightningCLI):
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"prog": "python -m sae_lab"},
+            parser_class=OneLineErrorParser,
             args=args,
             run=run,
             **kwargs,
         )
-
-    def init_parser(self, **kwargs) -> LightningArgumentParser:
-        """Lightning's parser, reporting a bad command line as one ``error:`` line (jsonargparse's can span lines)."""
-        return OneLineErrorParser(**kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(

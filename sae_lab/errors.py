@@ -97,6 +97,8 @@ def one_line(exc: BaseException) -> str:
         text = "out of memory (a smaller --batch-size, fewer latents or images may fit)"
     elif "torch.OutOfMemoryError" in _qualnames(exc):
         text = f"the device ran out of memory (a smaller --batch-size may fit): {str(exc).splitlines()[0]}"
+    elif UNION_NOISE in str(exc) and exc.__cause__ is not None and is_expected(exc.__cause__):
+        return one_line(exc.__cause__)  # jsonargparse wraps the class's own error (a missing data folder, …)
     if text is None:
         text = str(exc) if not isinstance(exc, KeyError) else str(exc.args[0] if exc.args else exc)
     text = " ".join(text.split()) or type(exc).__name__
@@ -184,9 +186,30 @@ def check_checkpoint(path: str | os.PathLike, field: str = "ckpt_path") -> None:
         raise UsageError(f"{field} {text!r}: no such checkpoint file")
 
 
+UNION_NOISE = "Does not validate against any of the Union subtypes"
+"""How jsonargparse starts a message for a value no type of an ``X | None`` accepts (then lists each type's error)."""
+
+
+def _union_errors(message: str) -> str:
+    """A jsonargparse union message reduced to its errors and the value (``Subtypes:``, the ``NoneType`` error and
+    the value's type left out)."""
+    lines = [line.strip() for line in message.splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.startswith(UNION_NOISE))
+    errors, given = [], None
+    for line in lines[start + 1 :]:
+        if line.startswith("- ") and "<class 'NoneType'>" not in line:
+            errors.append(line[2:])
+        elif line.startswith("Given value:"):
+            given = line.removeprefix("Given value:").strip()
+    head = "\n".join(lines[:start])
+    return f"{head} {'; '.join(errors) or 'no type accepts it'}" + (f" (given: {given})" if given else "")
+
+
 def parse_error_line(message: str) -> str:
     """jsonargparse's message for a bad command line on one line, naming the option as typed
     (``Parser key "n_train":\\n  Expected a <class 'int'>. Got value: abc`` → ``--n_train: Expected …``)."""
+    if UNION_NOISE in message:
+        message = _union_errors(message)
     text = " ".join(message.split())
     return re.sub(r'Parser key "([\w.]+)":', lambda m: f"--{m.group(1)}:", text)
 

@@ -258,3 +258,15 @@ def test_resolve_run_reads_a_tampered_cfg_json_with_a_clear_message(sae_dir):
     (sae_dir / SAE_CFG).write_text("[1]")
     with pytest.raises(ValueError, match="cfg.json must hold a JSON object"):
         resolve_run(sae=sae_dir)
+
+
+def test_union_messages_keep_the_errors_and_the_value():
+    message = (
+        'Parser key "trainer.max_epochs":\n  Does not validate against any of the Union subtypes\n'
+        "  Subtypes: [<class 'int'>, <class 'NoneType'>]\n  Errors:\n    - Expected a <class 'int'>\n"
+        "    - Expected a <class 'NoneType'>\n  Given value type: <class 'str'>\n  Given value: abc"
+    )
+    assert parse_error_line(message) == "--trainer.max_epochs: Expected a <class 'int'> (given: abc)"
+    wrapped = ValueError("Does not validate against any of the Union subtypes\nSubtypes: [...]\nGiven value: ...")
+    wrapped.__cause__ = FileNotFoundError("data path '/d' does not exist")
+    assert one_line(wrapped) == "data path '/d' does not exist"
