@@ -8,6 +8,7 @@ top-level keys, ``name`` and ``checkpoint_root``, put checkpoints and TensorBoar
 from __future__ import annotations
 
 import os
+import warnings
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -70,4 +71,6 @@ class SaeLabCLI(LightningCLI):
 
 
 def lightning_main(args: list[str] | None = None) -> SaeLabCLI:
+    # `python -m sae_lab` passes its own argv (less --debug); Lightning would warn that sys.argv is there too.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     return SaeLabCLI(args=args)

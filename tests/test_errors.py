@@ -30,7 +30,10 @@ from sae_lab.errors import (
 from sae_lab.models.classifier_io import load_classifier
 from sae_lab.models.sae import SaeConfig, TopKSAE
 from sae_lab.run.files import SAE_CFG, SAE_WEIGHTS
+from tests.helpers.common import REPO
 from tests.helpers.threads import one_thread  # noqa: F401
+
+CONFIG = REPO / "configs" / "quickstart" / "classifier.yaml"
 
 
 def safetensor_error() -> SafetensorError:
@@ -270,3 +273,30 @@ def test_union_messages_keep_the_errors_and_the_value():
     wrapped = ValueError("Does not validate against any of the Union subtypes\nSubtypes: [...]\nGiven value: ...")
     wrapped.__cause__ = FileNotFoundError("data path '/d' does not exist")
     assert one_line(wrapped) == "data path '/d' does not exist"
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--trainer.accelerator", "banana"], ("accelerator", "banana")),  # Lightning's ValueError
+        (["--trainer.max_epochs", "-5"], ("max_epochs", "-5")),  # MisconfigurationException
+        (["--trainer.max_epochs", "abc"], ("--trainer.max_epochs", "abc")),  # a type error in the parser
+        (["--trainer.bogus", "1"], ("unrecognized", "--trainer.bogus")),
+        (["--data.init_args.data", "no_such_dir"], ("no_such_dir", "does not exist")),  # the class's own error
+    ],
+    ids=["accelerator", "max_epochs", "type", "unknown", "data"],
+)
+def test_lightning_errors_are_one_line(args, words, tmp_path, monkeypatch, capsys):
+    """``fit`` in-process (Lightning is imported already): each error is one line, exit code 2, no traceback."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):  # seed_everything sets them; put them back afterwards
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("SAE_LAB_DEBUG", raising=False)
+    try:
+        code = cli_main.main(["fit", "--config", str(CONFIG), *args])
+    except SystemExit as e:  # jsonargparse exits on a bad command line
+        code = e.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert all(w in lines[0] for w in words), lines[0]

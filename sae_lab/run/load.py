@@ -139,7 +139,8 @@ def resolve_run(
     if classifier is not None:
         clf_path = Path(classifier)
         if not clf_path.is_file():
-            raise FileNotFoundError(f"classifier checkpoint {clf_path} does not exist")
+            what = "is a folder, expected a file such as best.ckpt" if clf_path.is_dir() else "does not exist"
+            raise FileNotFoundError(f"classifier checkpoint {clf_path} {what}")
     else:
         from sae_lab.models.hub import read_sae_cfg
 
