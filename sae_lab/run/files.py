@@ -7,6 +7,7 @@ that spells out a path inside the report folder.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,3 +124,24 @@ def is_sae_dir(path: str | Path) -> bool:
     """``path`` holds an exported SAE (``cfg.json`` + ``sae.safetensors``)."""
     path = Path(path)
     return (path / SAE_CFG).is_file() and (path / SAE_WEIGHTS).is_file()
+
+
+PATHS_KEY = "paths"
+"""Key of a run file saying how its paths are recorded; its value is :data:`RELATIVE_TO_RUN`."""
+RELATIVE_TO_RUN = "relative to the run folder"
+
+
+def relative_to_run(path: str | os.PathLike, run_dir: str | os.PathLike) -> str:
+    """``path`` as run files record it: relative to the run folder (POSIX separators), so a run folder moved or
+    copied together with its checkpoints still finds them; absolute when there is no relative path (another drive)."""
+    target = Path(path).resolve()
+    try:
+        return Path(os.path.relpath(target, Path(run_dir).resolve())).as_posix()
+    except ValueError:  # another drive
+        return str(target)
+
+
+def from_run(recorded: str | os.PathLike, run_dir: str | os.PathLike) -> Path:
+    """A path recorded by :func:`relative_to_run`, back: absolute as recorded, else taken from the run folder."""
+    path = Path(recorded)
+    return path if path.is_absolute() else Path(os.path.normpath(Path(run_dir).resolve() / path))

@@ -188,7 +188,7 @@ class DndEngine:
             if lost:
                 w.notes.append(f"{lost} of {len(w.kept)} images could not be captioned and were skipped")
             if lost == len(w.kept):
-                w.reason = "no image could be captioned"
+                w.reason, w.failed = "no image could be captioned", True
 
     # ----------------------------------------------------------------------------------------------- 3. propose
     def propose(self, works: list[LatentWork]) -> None:
@@ -205,6 +205,10 @@ class DndEngine:
                     why = "; ".join(x.errors[-2:]) or "no answer"
                     w.notes.append(f"summary {k}: no usable LLM answer after {len(x.errors)} tries ({why}); the "
                                    "offline rule's noun phrase was used")  # fmt: skip
+            if self.llm is not None and w.summaries and all(x.call_failed for x in w.summaries):
+                why = w.summaries[-1].errors[-1] if w.summaries[-1].errors else "no answer"
+                w.reason, w.failed = f"every LLM request failed ({why})", True  # the offline rule is not an answer
+                continue
             w.candidates = candidates_from([x.label for x in w.summaries], s.n_summaries)
             if not w.candidates:
                 w.reason = "no candidate concept in the summaries"
@@ -237,7 +241,7 @@ class DndEngine:
             w.work["images_generated"] += sum(made[c] / users[c] for c in w.candidates)
             w.work["forward_images"] += sum(len(images[c]) / users[c] for c in w.candidates)
             if not any(w.acts):
-                w.reason = "no image could be generated for any candidate"
+                w.reason, w.failed = "no image could be generated for any candidate", True
         weights = self._weights([w for w in works if w.ok], images)
         for w in works:
             if w.ok:

@@ -1,23 +1,29 @@
-"""What DnD keeps per latent: ``reports/<run>/dnd/<latent>/`` and its line of ``explanations/dnd.jsonl`` (the run's
-settings, prompt template and seed included, are in ``dnd/settings.json``).
+"""What DnD keeps per latent: ``reports/<run>/dnd/<latent>/`` and its line of ``explanations/dnd.jsonl``.
 
 The folder holds ``crops/NN.png`` (the kept top images, originals and crops, best first), ``generated/NN.png``
 (the best concept's most activating generated images), ``captions.json``, ``summaries.json`` and
 ``candidates.json``. The record's ``detail`` names thumbnails for the report card by paths relative to the run
-folder (``crops``, ``images``), the summaries, the seeds and any notes.
+folder (``crops``, ``images``), the summaries, the seeds, any notes, and how its images were drawn: ``template`` and
+``image_seed`` (the run seed the per-image seeds are hashed from; the generator is ``backends["images"]``), which
+evaluate's held-out check reads from each record — so records of two runs with other templates never pass for one.
+A latent whose backend calls failed is marked ``detail["failed"]`` and tried again by the next run.
+``dnd/settings.json`` is a copy of the last run's settings for people, written after its records.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from sae_lab.explainers.dnd.settings import DndSettings
 from sae_lab.explainers.dnd.work import LatentWork
-from sae_lab.run.files import RunFiles
+from sae_lab.run.files import PATHS_KEY, RELATIVE_TO_RUN, RunFiles, relative_to_run
 from sae_lab.run.io import write_json
 from sae_lab.run.records import Cost, ExplanationRecord
+from sae_lab.run.secrets import scrub, scrub_value
 
 METHOD = "dnd"
 CARD_CROPS = 8
@@ -42,20 +48,20 @@ def _save_png(image, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_latent(files: RunFiles, w: LatentWork, probe_rows, seed: int, seconds: float, backends: dict[str, Any],
-                 digest: str, pooling: str) -> ExplanationRecord:  # fmt: skip
+def write_latent(files: RunFiles, w: LatentWork, probe_rows, settings: DndSettings, seconds: float,
+                 backends: dict[str, Any], digest: str) -> ExplanationRecord:  # fmt: skip
     """Writes the latent's folder and returns its record.
 
     Args:
         files: The run folder.
         w: The latent's work.
         probe_rows: (N,) the probe images' rows in their split.
-        seed: The run seed.
+        settings: The run's settings (seed, pooling, prompt template).
         seconds: Its share of the wall time.
         backends: The backends by role.
         digest: The settings hash.
-        pooling: ``avg`` or ``max``.
     """
+    seed = settings.seed
     folder = latent_dir(files, w.latent)
     if folder.exists():
         shutil.rmtree(folder)  # a redone latent leaves nothing of the last attempt
@@ -99,16 +105,33 @@ def write_latent(files: RunFiles, w: LatentWork, probe_rows, seed: int, seconds:
             "llm": [x.llm_seed for x in w.summaries] if any(x.source != "offline" for x in w.summaries) else None,
             "images": "image_seed(run, concept, index)",
         },  # fmt: skip
+        "template": settings.template,  # evaluate's held-out check reads it here, record by record
+        "image_seed": seed,
         "notes": list(w.notes),
-        "pooling": pooling,
+        "pooling": settings.pooling,
         "kept_crops": sum(sh.kind == "crop" for sh in w.kept),
         "folder": _rel(files, folder),
     }
     common = {"candidates": [{"concept": c.concept, "score": round(c.score, 6)} for c in w.chosen], "cost": cost,
               "backends": dict(backends), "settings_hash": digest, "detail": detail}  # fmt: skip
+    if w.failed:
+        detail["failed"] = True  # not done: a re-run tries it again (ExplanationStore.done)
     if not w.ok or not w.chosen:
-        return ExplanationRecord.single(w.latent, METHOD, None, reason=w.reason or "no candidate", **common)
+        return ExplanationRecord.single(w.latent, METHOD, None, reason=scrub(w.reason or "no candidate"), **common)
     return ExplanationRecord.single(w.latent, METHOD, w.chosen[0].concept, **common)
+
+
+def write_settings_copy(files: RunFiles, settings: DndSettings, digest: str) -> None:
+    """``dnd/settings.json``: the settings of the run that wrote the latest records, for people (each record carries
+    what a reader needs). Written after records, so it never describes records that do not exist; paths relative to
+    the run folder (a moved run reads the same), secrets masked."""
+    values = asdict(settings)
+    values["run"] = "."
+    for key in ("sae", "classifier", "image_cache", "cache_dir"):
+        if values.get(key):
+            values[key] = relative_to_run(values[key], files.root)
+    write_json(files.method_dir(METHOD) / "settings.json",
+               scrub_value({**values, "settings_hash": digest, PATHS_KEY: RELATIVE_TO_RUN}))  # fmt: skip
 
 
 def _generated(folder: Path, w: LatentWork) -> list[Path]:
@@ -126,4 +149,4 @@ def _generated(folder: Path, w: LatentWork) -> list[Path]:
     return out
 
 
-__all__ = ["CARD_CROPS", "CARD_IMAGES", "METHOD", "latent_dir", "write_latent"]
+__all__ = ["CARD_CROPS", "CARD_IMAGES", "METHOD", "latent_dir", "write_latent", "write_settings_copy"]

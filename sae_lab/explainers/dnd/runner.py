@@ -3,8 +3,9 @@
 Latents are explained ``chunk_size`` at a time, all the work of a chunk shared (:mod:`.engine`); each chunk's
 records are appended when it finishes. Resumable: a latent whose record was made with the same settings hash is
 skipped, and a killed run started again redoes only the unfinished chunk — regenerating nothing the image cache
-holds. Reproducible: caption orders, LLM sampling and image generation are seeded from ``seed`` (recorded in each
-record's ``detail["seeds"]``), so the same backends and seed give the same explanations.
+holds; a latent whose backend calls failed (its record marked ``detail["failed"]``) is tried again. Reproducible:
+caption orders, LLM sampling and image generation are seeded from ``seed`` (recorded in each record's
+``detail["seeds"]``, with the prompt template), so the same backends and seed give the same explanations.
 """
 
 from __future__ import annotations
@@ -13,16 +14,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 from sae_lab.explainers.base import open_report
 from sae_lab.explainers.dnd.engine import DndEngine
-from sae_lab.explainers.dnd.outputs import METHOD, write_latent
+from sae_lab.explainers.dnd.outputs import METHOD, write_latent, write_settings_copy
 from sae_lab.explainers.dnd.settings import DndSettings
-from sae_lab.run import write_json
 from sae_lab.run.records import ExplanationRecord, NeuronRecord
-from sae_lab.run.secrets import scrub_value
 from sae_lab.run.store import ExplanationStore
 
 logger = logging.getLogger(__name__)
@@ -69,8 +67,6 @@ def run_dnd(settings: DndSettings | None = None, parts: dict[str, Any] | None = 
     totals: Counter = Counter()
     if todo:
         engine = DndEngine(s, **(parts or {}))
-        # the prompt template and seed the images were drawn with, where evaluate looks for them (held-out check)
-        write_json(files.method_dir(METHOD) / "settings.json", scrub_value({**asdict(s), "settings_hash": digest}))
         setup = (time.perf_counter() - t0) / len(todo)
         try:
             for start in range(0, len(todo), s.chunk_size):
@@ -78,8 +74,10 @@ def run_dnd(settings: DndSettings | None = None, parts: dict[str, Any] | None = 
                 t1 = time.perf_counter()
                 works = engine.explain(chunk)
                 seconds = (time.perf_counter() - t1) / len(chunk) + setup
-                store.append([write_latent(files, w, engine.probe.rows, s.seed, seconds, engine.backends, digest,
-                                           s.pooling) for w in works])  # fmt: skip
+                store.append([write_latent(files, w, engine.probe.rows, s, seconds, engine.backends, digest)
+                              for w in works])  # fmt: skip
+                if start == 0:  # after records: the template each record carries is what evaluate reads
+                    write_settings_copy(files, s, digest)
                 logger.info("dnd: %d/%d latents explained", min(start + s.chunk_size, len(todo)), len(todo))
             totals = engine.totals
         finally:

@@ -148,6 +148,8 @@ class Summary:
     """Why answers were rejected."""
     llm_seed: int | None = None
     """Sampling seed of the first request (round r adds r)."""
+    call_failed: bool = False
+    """Its last request failed in the backend (a refused key, a server down), not a parse problem."""
 
 
 def plan(latent: int, n_captions: int, n: int, seed: int) -> list[Summary]:
@@ -196,7 +198,7 @@ def summarize(captions: dict[int, list[str]], n: int, seed: int, llm=None, max_r
 
     asked = ask_until_parsed(llm, chats, lambda text, i: parse_label(text), request, reminder, max_retries)
     for (_, s, shown), a in zip(items, asked):
-        s.answer, s.attempts, s.errors = a.text, a.attempts, list(a.errors)
+        s.answer, s.attempts, s.errors, s.call_failed = a.text, a.attempts, list(a.errors), a.transport_failed
         if a.ok:
             s.label, s.source = a.value, "llm"
         else:

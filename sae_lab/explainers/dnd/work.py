@@ -53,6 +53,9 @@ class LatentWork:
     notes: list[str] = field(default_factory=list)
     reason: str | None = None
     """Why there is no explanation."""
+    failed: bool = False
+    """The reason is a failed backend call (captioner, LLM, image generator), not the latent: its record is marked
+    ``detail["failed"]`` and a re-run tries it again."""
     work: Counter = field(default_factory=Counter)
     """Its share of the work: llm_calls, captions, images_generated, forward_images (floats until recorded)."""
 
