@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from sae_lab.commands import COMMANDS
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     ``error: <one line>`` on stderr and exit code 2; ``--debug`` (anywhere) or ``SAE_LAB_DEBUG=1`` re-raises it
     with its traceback; a bug keeps its traceback."""
     debug, argv = split_debug(sys.argv[1:] if argv is None else argv)
+    if debug:  # jsonargparse then raises a parse error (its traceback shown) instead of printing it and exiting
+        os.environ.setdefault("JSONARGPARSE_DEBUG", "true")
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0

@@ -12,6 +12,7 @@ level: the command line imports this module before it knows whether it needs tor
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import pickle
@@ -59,9 +60,10 @@ def _qualnames(exc: BaseException) -> set[str]:
 def is_expected(exc: BaseException) -> bool:
     """Whether ``exc`` is a failure the user can cause (bad argument, missing or bad file, unusable device) rather
     than a bug: ``ValueError`` (``UsageError``, JSON errors), the ``OSError`` family (missing file, permission,
-    a folder where a file belongs, network), ``pickle.UnpicklingError`` (a checkpoint holding Python objects),
+    a folder where a file belongs, network), ``argparse.ArgumentError`` (a bad command line, raised rather than
+    printed when ``JSONARGPARSE_DEBUG`` is set), ``pickle.UnpicklingError`` (a checkpoint holding Python objects),
     ``MemoryError`` and :data:`EXPECTED_LIBRARY_ERRORS`."""
-    if isinstance(exc, (ValueError, OSError, pickle.UnpicklingError, MemoryError)):
+    if isinstance(exc, (ValueError, OSError, pickle.UnpicklingError, MemoryError, argparse.ArgumentError)):
         return True
     return bool(_qualnames(exc) & EXPECTED_LIBRARY_ERRORS)
 

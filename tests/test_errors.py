@@ -3,6 +3,7 @@ the loaders' messages for bad model files (the subprocess view of the same is te
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import pickle
@@ -63,6 +64,7 @@ def misconfiguration() -> Exception:
         pickle.UnpicklingError("Weights only load failed"),
         safetensor_error(),
         misconfiguration(),
+        argparse.ArgumentError(None, "unrecognized arguments: --bogus"),
     ],
     ids=lambda e: type(e).__name__,
 )
@@ -114,6 +116,7 @@ class Raises:
 @pytest.fixture
 def command(monkeypatch):
     monkeypatch.delenv("SAE_LAB_DEBUG", raising=False)
+    monkeypatch.setenv("JSONARGPARSE_DEBUG", "false")  # main sets it under --debug; keep this process unchanged
 
     def install(exc: BaseException) -> str:
         monkeypatch.setitem(COMMANDS, "boom", Raises(exc))
