@@ -21,8 +21,12 @@ from sae_lab.explainers.patches.occlusion import PairDrops, SaeScorer, occlude_p
 from sae_lab.explainers.patches.outputs import crop_image, inside, patch_iou, write_latent_pngs
 from sae_lab.explainers.patches.settings import PatchSettings
 from sae_lab.explainers.patches.vocabulary import Vocabulary, merge
+from sae_lab.run.secrets import scrub
 
 NOTHING_PRESENT = "no vocabulary phrase is present in its patches"
+CALLS_FAILED = "every LLM request for its classes' vocabularies failed"
+"""The reason of a latent none of whose classes got phrases from the LLM because its requests failed: its record is
+marked ``detail["failed"]`` (no label; the next run tries it again, the fallback vocabularies being uncached)."""
 
 
 class ChunkInputs(NamedTuple):
@@ -162,6 +166,11 @@ def explain_chunk(x: ChunkInputs, s: PatchSettings) -> ChunkOutcome:
         fallback = [c for c in classes if x.vocab[c].fallback]
         if fallback:
             detail["vocabulary_fallback"] = fallback
+        down = [x.vocab[c] for c in classes if x.vocab[c].call_failed]
+        failed = len(down) == len(classes) > 0
+        if failed:
+            detail["failed"] = True
+            why = next((v.errors[-1] for v in down if v.errors), "no answer")
         neuron = x.neurons.get(i)
         if x.masks and has_ground_truth(neuron) and neuron.gt_primitive in (probe.primitive_names or []):
             p = probe.primitive_names.index(neuron.gt_primitive)
@@ -170,8 +179,8 @@ def explain_chunk(x: ChunkInputs, s: PatchSettings) -> ChunkOutcome:
             if ious:
                 detail["gt_iou"] = round(float(np.mean(ious)), 4)
         out.latents[i] = LatentOutcome(
-            text=ranked[0]["concept"] if ok else None,
-            reason=None if ok else NOTHING_PRESENT,
+            text=ranked[0]["concept"] if ok and not failed else None,
+            reason=f"{CALLS_FAILED} ({scrub(why)})" if failed else None if ok else NOTHING_PRESENT,
             candidates=ranked,
             detail=detail,
             forward_images=share.get(i, 0.0),
@@ -180,4 +189,4 @@ def explain_chunk(x: ChunkInputs, s: PatchSettings) -> ChunkOutcome:
     return out
 
 
-__all__ = ["NOTHING_PRESENT", "ChunkInputs", "ChunkOutcome", "LatentOutcome", "explain_chunk", "rank_phrases"]
+__all__ = ["CALLS_FAILED", "NOTHING_PRESENT", "ChunkInputs", "ChunkOutcome", "LatentOutcome", "explain_chunk", "rank_phrases"]

@@ -4,7 +4,8 @@
 Shared work: the probe set is one pass over the images; the vocabulary is asked once per class (cached on disk);
 latents go in chunks whose top images are occluded once for all of them (:mod:`.occlusion`); each distinct patch
 of a chunk is scored against the whole vocabulary in one perception call. Records are appended after each chunk,
-so a killed run continues with the next chunk; a re-run skips latents explained with the same settings.
+so a killed run continues with the next chunk; a re-run skips latents explained with the same settings, except
+those whose LLM requests all failed (marked ``detail["failed"]``, no label), which it tries again.
 """
 
 from __future__ import annotations

@@ -57,6 +57,8 @@ class Vocabulary:
     cached: bool = False
     errors: list[str] = field(default_factory=list)
     """Why each rejected answer was rejected."""
+    call_failed: bool = False
+    """A fallback because the LLM's last request failed in the backend (a refused key, a server down)."""
 
 
 def _clean(item: str) -> str:
@@ -193,7 +195,7 @@ def _ask(classes: list[str], llm: str, prompt: str, cache_dir: Path, max_retries
             logger.warning("vocabulary of %r: no phrases after %d rounds (%s); using the offline vocabulary", c,
                            a.rounds, "; ".join(a.errors[-2:]))  # fmt: skip
             out[c] = Vocabulary(c, offline_vocabulary(c), "offline", fallback=True, llm_calls=a.attempts,
-                                errors=a.errors)  # fmt: skip
+                                errors=a.errors, call_failed=a.transport_failed)  # fmt: skip
     return out
 
 
