@@ -20,7 +20,7 @@ from sae_lab.report.inputs import open_split
 from sae_lab.report.settings import ReportSettings
 from sae_lab.report.stream import StatsPass, rows_store, stream_statistics
 from sae_lab.run import GT_AUC, RunFiles, check_pair, load_run
-from sae_lab.run.files import NEURONS, REPORT
+from sae_lab.run.files import NEURONS, PATHS_KEY, RELATIVE_TO_RUN, REPORT, relative_to_run
 from sae_lab.run.identity import IDENTITY_KEY, identity_of
 from sae_lab.run.io import write_json, write_jsonl
 from sae_lab.run.leftovers import OWNER, mark_owner, remove_stale
@@ -87,14 +87,16 @@ def build_report(
         facts = {
             "run": run_dir.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "sae": {"dir": None if sae_dir is None else str(sae_dir), "layer": sae.layer, "d_in": sae.cfg.d_in,
-                    "num_latents": m, "k": sae.cfg.k, "classifier": sae.classifier,
+            PATHS_KEY: RELATIVE_TO_RUN,  # a run folder moved or copied with its checkpoints still finds them
+            "sae": {"dir": None if sae_dir is None else relative_to_run(sae_dir, run_dir), "layer": sae.layer,
+                    "d_in": sae.cfg.d_in, "num_latents": m, "k": sae.cfg.k, "classifier": sae.classifier,
                     "metrics": sae_metrics if sae_metrics is not None else (sae.metadata or {}).get("val")},
-            "classifier": {"checkpoint": str(clf.path), "fingerprint": clf.fingerprint, "layer": clf.net.layer},
+            "classifier": {"checkpoint": relative_to_run(clf.path, run_dir), "fingerprint": clf.fingerprint,
+                           "layer": clf.net.layer},
             IDENTITY_KEY: identity_of(sae, clf).to_json(),  # every reader checks its models against this
-            "data": {"source": str(dm.source), "split": split, "grid": list(sp.grid),
-                     "image_size": dm.hparams.image_size, "class_names": list(clf.class_names),
-                     "primitive_names": primitive_names},
+            "data": {"source": relative_to_run(dm.source, run_dir) if isinstance(dm.source, Path) else str(dm.source),
+                     "split": split, "grid": list(sp.grid), "image_size": dm.hparams.image_size,
+                     "class_names": list(clf.class_names), "primitive_names": primitive_names},
             "settings": {**s.record(len(ko)), "split": split, "classes_listed": writer.NUM_LISTED},
             "seconds": round(t3 - t0, 2),
             "timings": {"pass": round(sp.seconds, 2), "analysis": round(t2 - t1, 2), "images": round(t3 - t2, 2)},

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sae_lab.run.files import SAE_CFG, SAE_WEIGHTS, RunFiles, is_sae_dir
+from sae_lab.run.files import PATHS_KEY, RELATIVE_TO_RUN, SAE_CFG, SAE_WEIGHTS, RunFiles, from_run, is_sae_dir
 from sae_lab.run.identity import IDENTITY_KEY, Identity, check_identity, identity_of
 
 if TYPE_CHECKING:
@@ -71,11 +71,16 @@ def _report_facts(run_dir: Path | None) -> dict:
         logger.warning("cannot read %s: %s", RunFiles(run_dir).report, e)
         return {}
     sae, clf = report.get("sae"), report.get("classifier")
-    return {
+    facts = {
         "sae": report.get("sae_dir") or (sae.get("dir") if isinstance(sae, dict) else sae),
         "classifier": clf.get("checkpoint") if isinstance(clf, dict) else clf,
         "identity": report.get(IDENTITY_KEY),
     }
+    if report.get(PATHS_KEY) == RELATIVE_TO_RUN:  # else an older report: absolute, or from its working folder
+        for key in ("sae", "classifier"):
+            if isinstance(facts[key], str) and facts[key]:
+                facts[key] = str(from_run(facts[key], run_dir))
+    return facts
 
 
 def resolve_run(
