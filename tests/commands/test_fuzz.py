@@ -176,9 +176,6 @@ CASES: dict[str, Case] = {
         lambda c: ["explain", "labels", "--run", c.run], ("permission denied", NAME), read_only=True
     ),
     "missing run folder": Case(lambda c: ["explain", "labels", "--run", str(c.tmp / "nope")], ("nope",)),
-    "why on a non-image file": Case(
-        lambda c: ["why", c.file("notes.png", "not an image"), "--run", c.run], ("notes.png", "decode")
-    ),
     "config not YAML": Case(lambda c: ["world", "--config", c.file("bad.yaml", "out: [unclosed\n")], ("bad.yaml",)),
     "unknown option": Case(lambda c: ["world", "--out", str(c.tmp / "w"), "--bogus", "1"], ("--bogus",)),
     "unknown command": Case(lambda c: ["frobnicate"], ("frobnicate",)),
