@@ -87,11 +87,15 @@ def build_report(
         facts = {
             "run": run_dir.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            PATHS_KEY: RELATIVE_TO_RUN,  # a run folder moved or copied with its checkpoints still finds them
-            "sae": {"dir": None if sae_dir is None else relative_to_run(sae_dir, run_dir), "layer": sae.layer,
+            # Paths relative to the run folder: it finds its checkpoints when moved or copied with them; the absolute
+            # ones are a fallback for a report folder copied alone (load_run checks the identity either way).
+            PATHS_KEY: RELATIVE_TO_RUN,
+            "sae": {"dir": None if sae_dir is None else relative_to_run(sae_dir, run_dir),
+                    "dir_absolute": None if sae_dir is None else str(Path(sae_dir).resolve()), "layer": sae.layer,
                     "d_in": sae.cfg.d_in, "num_latents": m, "k": sae.cfg.k, "classifier": sae.classifier,
                     "metrics": sae_metrics if sae_metrics is not None else (sae.metadata or {}).get("val")},
-            "classifier": {"checkpoint": relative_to_run(clf.path, run_dir), "fingerprint": clf.fingerprint,
+            "classifier": {"checkpoint": relative_to_run(clf.path, run_dir),
+                           "checkpoint_absolute": str(Path(clf.path).resolve()), "fingerprint": clf.fingerprint,
                            "layer": clf.net.layer},
             IDENTITY_KEY: identity_of(sae, clf).to_json(),  # every reader checks its models against this
             "data": {"source": relative_to_run(dm.source, run_dir) if isinstance(dm.source, Path) else str(dm.source),

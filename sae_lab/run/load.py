@@ -77,9 +77,12 @@ def _report_facts(run_dir: Path | None) -> dict:
         "identity": report.get(IDENTITY_KEY),
     }
     if report.get(PATHS_KEY) == RELATIVE_TO_RUN:  # else an older report: absolute, or from its working folder
-        for key in ("sae", "classifier"):
+        for key, block, field in (("sae", sae, "dir"), ("classifier", clf, "checkpoint")):
             if isinstance(facts[key], str) and facts[key]:
-                facts[key] = str(from_run(facts[key], run_dir))
+                here = from_run(facts[key], run_dir)  # moved or copied with its checkpoints
+                there = block.get(f"{field}_absolute") if isinstance(block, dict) else None  # copied alone
+                use_there = not here.exists() and isinstance(there, str) and Path(there).exists()
+                facts[key] = there if use_there else str(here)
     return facts
 
 
