@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from sae_lab.backends.image import RendererBackend
+from sae_lab.backends.perception import OfflineCaptioner
 from sae_lab.backends.text.base import GenerationResult
 from sae_lab.evaluate.heldout import check_heldout, recorded_generation
 from sae_lab.evaluate.settings import SEED_SPACE
@@ -94,3 +95,19 @@ def test_a_run_killed_after_changing_the_template_keeps_each_records_template(cl
         with pytest.raises(ValueError, match="held-out template"):
             check_heldout(template, SEED_SPACE, 50, used)
     check_heldout("a quick pencil sketch of {concept}", SEED_SPACE, 50, used)
+
+
+class DownCaptioner(OfflineCaptioner):
+    """Every caption request failed."""
+
+    def _caption(self, images):
+        return [None] * len(images)
+
+
+def test_latents_no_image_of_which_could_be_captioned_are_marked_failed(classifier_ckpt, tmp_path):
+    run = make_run(tmp_path, classifier_ckpt)
+    down = run_dnd(DndSettings(run=str(run), **FAST), parts={"captioner": DownCaptioner()})
+    recs = ExplanationStore(run, "dnd").latest()
+    assert down["explained"] == 0 and down["caption_failures"] > 0
+    assert all(r.detail["failed"] and r.reason == "no image could be captioned" for r in recs.values())
+    assert run_dnd(DndSettings(run=str(run), **FAST))["explained"] == 4
