@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command {command!r}\n", file=sys.stderr)
         print(usage(), file=sys.stderr)
         return 2
+    from sae_lab.run.secrets import install_log_scrubber
+
+    install_log_scrubber()  # a warning that quotes a spec or a server's answer never shows a key, in every command
     try:
         return run(command, rest)
     except KeyboardInterrupt:
@@ -89,4 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from sae_lab.run.secrets import scrub_streams
+
+    scrub_streams()  # the process's own output: whatever prints a key (a library's warning, a traceback) is masked
     sys.exit(main())

@@ -12,7 +12,7 @@ import warnings
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from sae_lab.errors import check_checkpoint, parse_error_line
 
@@ -28,6 +28,27 @@ class OneLineErrorParser(LightningArgumentParser):
         super().error(parse_error_line(message), ex)
 
 
+class ScrubbedSaveConfig(SaveConfigCallback):
+    """Lightning's ``config.yaml`` beside the logs, with secrets masked: a callback's ``--llm`` spec may carry a key
+    in its URL (``openai:m@http://user:KEY@host/v1``), and the saved config must not."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        from sae_lab.run.io import atomic_write_text
+        from sae_lab.run.secrets import scrub
+
+        saved = self.already_saved
+        super().setup(trainer, pl_module, stage)
+        if saved or not self.save_to_log_dir or not trainer.is_global_zero or trainer.log_dir is None:
+            return
+        path = os.path.join(trainer.log_dir, self.config_filename)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            clean = scrub(text)
+            if clean != text:
+                atomic_write_text(path, clean)
+
+
 class SaeLabCLI(LightningCLI):
     """LightningCLI with run names, a configurable ModelCheckpoint and our defaults."""
 
@@ -38,6 +59,7 @@ class SaeLabCLI(LightningCLI):
             subclass_mode_model=True,
             subclass_mode_data=True,
             seed_everything_default=0,
+            save_config_callback=ScrubbedSaveConfig,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"prog": "python -m sae_lab"},
             parser_class=OneLineErrorParser,

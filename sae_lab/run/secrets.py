@@ -105,4 +105,36 @@ def install_log_scrubber() -> None:
             handler.addFilter(_FILTER)
 
 
-__all__ = ["MASK", "ScrubFilter", "check_env_name", "install_log_scrubber", "looks_like_key", "scrub", "scrub_value"]
+class ScrubbingStream:
+    """A text stream that scrubs what is written to it before passing it on (everything else is the stream's own):
+    ``python -m sae_lab`` wraps stdout and stderr in it, so no print, warning, progress bar or traceback of any
+    command shows a key — whatever library printed it."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(scrub(text))
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def scrub_streams() -> None:
+    """Wraps ``sys.stdout`` and ``sys.stderr`` in :class:`ScrubbingStream` (once) and installs the log scrubber."""
+    import sys
+
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, ScrubbingStream):
+            setattr(sys, name, ScrubbingStream(stream))
+    install_log_scrubber()
+
+
+__all__ = ["MASK", "ScrubFilter", "ScrubbingStream", "check_env_name", "install_log_scrubber", "looks_like_key",
+           "scrub", "scrub_streams", "scrub_value"]  # fmt: skip
