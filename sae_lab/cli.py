@@ -38,9 +38,10 @@ class ScrubbedSaveConfig(SaveConfigCallback):
 
         saved = self.already_saved
         super().setup(trainer, pl_module, stage)
-        if saved or not self.save_to_log_dir or not trainer.is_global_zero or trainer.log_dir is None:
+        log_dir = trainer.log_dir if self.save_to_log_dir and not saved else None  # a broadcast: every rank asks
+        if log_dir is None or not trainer.is_global_zero:
             return
-        path = os.path.join(trainer.log_dir, self.config_filename)
+        path = os.path.join(log_dir, self.config_filename)
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 text = f.read()
