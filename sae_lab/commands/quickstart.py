@@ -172,8 +172,8 @@ class Quickstart:
         return block
 
     def latents(self) -> str:
-        """The latents every explanation method explains: all live ones (the smoke run: the 4 most frequent)."""
-        return "auto:4" if self.args.smoke else "all"
+        """The latents every explanation method explains: all live ones (the smoke run: a seeded sample of 4)."""
+        return "sample:4" if self.args.smoke else "all"
 
     def line(self) -> dict | None:
         smoke = self.args.smoke
