@@ -73,6 +73,7 @@ def main() -> int:
     p.add_argument("--run", default="reports/quickstart", help="report folder (default: the quickstart run's)")
     p.add_argument("--latents", type=int, default=32, help="latents explained together")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="auto", help="classifier + SAE: auto (cuda when there is one) | cpu | cuda")
     p.add_argument("--repeats", type=int, default=2, help="rounds of both sides (fresh caches); seconds: the best")
     args = p.parse_args()
     files = RunFiles(args.run)
@@ -81,8 +82,9 @@ def main() -> int:
         return 2
     torch.set_num_threads(args.threads)
     neurons = read_neurons(files)
-    s = DndSettings(run=args.run, device="cpu")
-    loaded = load_run(args.run, device="cpu")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    s = DndSettings(run=args.run, device=device)
+    loaded = load_run(args.run, device=device)
     probe = probe_set(loaded, files, split=s.split, n=s.probe_images, seed=s.seed, batch_size=s.batch_size)
     live = [n.latent for n in neurons if not n.dead and len(probe.top_images(n.latent, 1, s.pooling))]
     order = torch.randperm(len(live), generator=torch.Generator().manual_seed(0)).tolist()
@@ -99,7 +101,8 @@ def main() -> int:
         together = rounds[0]["engine"]
 
         print(f"run {files.root}: {len(probe)} probe images, {len(live)} live latents firing on them, "
-              f"{torch.get_num_threads()} threads, backends {together.backends['captioner']} / "
+              f"classifier + SAE on {device}, {torch.get_num_threads()} threads, "
+              f"backends {together.backends['captioner']} / "
               f"{together.backends['images']} / llm {together.backends['llm']}")  # fmt: skip
         print(f"{len(latents)} latents, top {s.n_top} images + up to {s.crops_per_image} crops each, "
               f"{s.n_summaries} summaries, {s.n_images} images per candidate; seconds: best of {args.repeats}")  # fmt: skip
