@@ -6,7 +6,6 @@ import io
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from sae_lab.backends.image import RendererBackend, ReplicateImageBackend, make_image_backend
 from sae_lab.backends.text.remote import RetryPolicy
 from tests.explainers.line.line_fixtures import no_proxies  # noqa: F401 (autouse: loopback traffic skips proxies)
+from tests.helpers.common import QuietHandler, serve_on_loopback
 from tests.helpers.threads import one_thread  # noqa: F401
 
 SIZE = 32
@@ -32,7 +32,7 @@ class FakeReplicateImages:
         self.files: dict[str, bytes] = {}
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
@@ -70,13 +70,7 @@ class FakeReplicateImages:
                         fake.predictions[pid].update(status="succeeded", output=[fake.url + f"/files/{pid}.png"])
                 self._send(200, json.dumps(fake.predictions[pid]).encode(), "application/json")
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.httpd, self.url = serve_on_loopback(Handler)
 
     def prediction(self, pid: str, inp: dict, status: str) -> dict:
         output = [f"{self.url}/files/{pid}.png"] if status == "succeeded" else None

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -21,6 +19,7 @@ from sae_lab.explainers.line import LineConfig, LineSession, LineSettings
 from sae_lab.explainers.line.stage import run as run_line
 from sae_lab.run import ExplanationStore, RunFiles, preferred_texts
 from tests.explainers.line.line_fixtures import *  # noqa: F403 -- the LINE fixtures (autouse ones included)
+from tests.helpers.common import QuietHandler, serve_on_loopback
 from tests.helpers.runs import make_tiny_run
 
 SMALL = {"n_iters": 2, "n_images": 2, "n_control": 16, "pool_size": 5}
@@ -95,7 +94,7 @@ class FailingReplicate:
     """Replicate's API on loopback answering 401 to everything, as with a revoked token."""
 
     def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _deny(self) -> None:
                 body = (
                     b'{"title":"Unauthenticated","detail":"You did not pass a valid authentication token","status":401}'
@@ -108,13 +107,7 @@ class FailingReplicate:
 
             do_GET = do_POST = _deny
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.httpd, self.url = serve_on_loopback(Handler)
 
     def close(self) -> None:
         self.httpd.shutdown()
