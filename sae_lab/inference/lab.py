@@ -40,7 +40,6 @@ ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray | Tensor
 """What :meth:`SaeLab.why` takes: a path, PNG/JPEG bytes, a PIL image, an (S, S) uint8 sketch or an ink tensor."""
 
 
-
 # ------------------------------------------------------------------------------------------------ the lab
 def read_labels(run_dir: str | os.PathLike | None, methods: Sequence[str] | str | None = None,
                 identity: str | None = None) -> dict[int, tuple[str, str]]:  # fmt: skip

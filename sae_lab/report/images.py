@@ -168,5 +168,3 @@ def write_exemplar_images(
         for f in pending:
             f.result()
     return out
-
-

@@ -29,9 +29,7 @@ def read_neurons(run: str | os.PathLike | RunFiles) -> list[NeuronRecord]:
     """
     files = _files(run)
     if not files.neurons.is_file():
-        raise FileNotFoundError(
-            f"{files.neurons} not found: run `python -m sae_lab report --run {files.root}` first"
-        )
+        raise FileNotFoundError(f"{files.neurons} not found: run `python -m sae_lab report --run {files.root}` first")
     out = []
     for number, obj in iter_jsonl(files.neurons):
         try:
@@ -190,8 +188,6 @@ def preferred_texts(run: str | os.PathLike | RunFiles | None, methods: Sequence[
             if rec.ok and latent not in out:
                 out[latent] = (rec.text.strip(), method)
     return out
-
-
 
 
 class LabelStore(JsonlAppender):

@@ -65,7 +65,9 @@ def test_the_store_appends_resumes_and_compacts(tmp_path):
     store.append(ExplanationRecord.single(1, "dnd", "ring", settings_hash="b"))  # a later run, other settings
     store.close()
     assert store.done("a") == {2} and store.done("b") == {1} and store.done() == {1, 2}
-    store.append(ExplanationRecord.single(3, "dnd", None, reason="HTTP 401", settings_hash="b", detail={"failed": True}))
+    store.append(
+        ExplanationRecord.single(3, "dnd", None, reason="HTTP 401", settings_hash="b", detail={"failed": True})
+    )
     assert store.done("b") == {1} and not store.latest()[3].ok  # failed calls are tried again
     assert store.latest()[1].text == "ring" and not store.latest()[2].ok
     with pytest.raises(ValueError, match="does not belong"):

@@ -148,5 +148,3 @@ def make_task(run_dir: Path, neuron: NeuronRecord, backend_name: str, images: bo
     digest = prompt_hash(f"{SYSTEM_PROMPT}\n{prompt}", png_bytes(image) if image else None, backend_name)
     render = (lambda: annotated_sprite(run_dir, neuron)) if image is not None else None
     return LabelTask(neuron.latent, prompt, digest, render)
-
-

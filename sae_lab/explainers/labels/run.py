@@ -206,8 +206,10 @@ def label_run(
             parse_latents(spec))  # fmt: skip
     chosen = select_neurons(neurons, latents, include_dead)
     if not chosen:  # refused before the labels file is opened: nothing to do must not look like success
-        raise ValueError(f"latents {'all' if latents is None else latents!r} choose no latent to label in {files.root} "
-                         f"({sum(n.dead for n in neurons)} of {len(neurons)} are dead; --include-dead labels them)")
+        raise ValueError(
+            f"latents {'all' if latents is None else latents!r} choose no latent to label in {files.root} "
+            f"({sum(n.dead for n in neurons)} of {len(neurons)} are dead; --include-dead labels them)"
+        )
     owned = not isinstance(llm, TextBackend)
     if owned:
         try:

@@ -76,8 +76,9 @@ def write_outputs(session: LineSession, state: dict, params: dict) -> list[dict[
         _dump(folder / "proposals.jsonl", ls["proposals"], lines=True)
         _dump(folder / "history.jsonl", ls["history"], lines=True)
         _dump(folder / "result.json", {**result, "pool": [p.to_dict() for p in pool.sorted()]})
-        atomic_write_text(session.files.root / RunFiles.line_page(lat), render_latent_page(result, ls, images,
-                                                                                           session.config))
+        atomic_write_text(
+            session.files.root / RunFiles.line_page(lat), render_latent_page(result, ls, images, session.config)
+        )
         lines.append(result)
     write_jsonl(session.files.line_summary, lines)
     # the settings of these results, for people and evaluate (the state file carries its own copy)

@@ -189,4 +189,12 @@ def explain_chunk(x: ChunkInputs, s: PatchSettings) -> ChunkOutcome:
     return out
 
 
-__all__ = ["CALLS_FAILED", "NOTHING_PRESENT", "ChunkInputs", "ChunkOutcome", "LatentOutcome", "explain_chunk", "rank_phrases"]
+__all__ = [
+    "CALLS_FAILED",
+    "NOTHING_PRESENT",
+    "ChunkInputs",
+    "ChunkOutcome",
+    "LatentOutcome",
+    "explain_chunk",
+    "rank_phrases",
+]

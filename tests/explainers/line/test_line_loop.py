@@ -244,7 +244,13 @@ def test_cli_options_reach_the_image_backend():
     base = ["line", "--run", "r", "--latents", "0-3"]
     settings = command.parse([*base, "--images", "diffusers:x", "--steps", "4", "--guidance", "2.5", "--width", "256"])
     opts = settings.image_options()
-    assert (opts["steps"], opts["guidance"], opts["width"], opts["height"], opts["device"]) == (4, 2.5, 256, None, "auto")
+    assert (opts["steps"], opts["guidance"], opts["width"], opts["height"], opts["device"]) == (
+        4,
+        2.5,
+        256,
+        None,
+        "auto",
+    )
     assert command.parse([*base, "--images", "replicate:a/b", "--steps", "2"]).image_options() == {
         "steps": 2,
         "guidance": None,
