@@ -179,6 +179,16 @@ CASES: dict[str, Case] = {
     "config not YAML": Case(lambda c: ["world", "--config", c.file("bad.yaml", "out: [unclosed\n")], ("bad.yaml",)),
     "unknown option": Case(lambda c: ["world", "--out", str(c.tmp / "w"), "--bogus", "1"], ("--bogus",)),
     "unknown command": Case(lambda c: ["frobnicate"], ("frobnicate",)),
+    # every other command, once each
+    "report without its SAE": Case(
+        lambda c: ["report", "--run", str(c.tmp / "r"), "--sae", str(c.tmp / "nosae")], ("nosae", "does not exist")
+    ),
+    "label on a folder without a report": Case(lambda c: ["label", "--run", str(c.tmp / "nope")], ("nope", "report")),
+    "serve --max-bytes -1": Case(lambda c: ["serve", "--run", c.run, "--max-bytes", "-1"], ("max_bytes", "-1")),
+    "quickstart --smoke=maybe": Case(lambda c: ["quickstart", "--root", str(c.tmp), "--smoke=maybe"], ("smoke",)),
+    "export --format bogus": Case(
+        lambda c: ["export", "--sae", str(c.sae), "--format", "bogus", "--out", str(c.tmp / "o")], ("bogus", "sparsify")
+    ),
     "unknown method": Case(lambda c: ["explain", "bogus", "--run", c.run], ("bogus", "labels")),
     # Lightning's commands (each start imports Lightning; its parser and Trainer errors are also tested in-process
     # in tests/test_errors.py)
@@ -187,6 +197,12 @@ CASES: dict[str, Case] = {
     ),
     "validate --ckpt_path missing.ckpt": Case(
         lambda c: ["validate", "--config", str(CONFIG), "--ckpt_path", "missing.ckpt"], ("missing.ckpt",)
+    ),
+    "test --ckpt_path missing.ckpt": Case(
+        lambda c: ["test", "--config", str(CONFIG), "--ckpt_path", "missing.ckpt"], ("missing.ckpt",)
+    ),
+    "predict --ckpt_path missing.ckpt": Case(
+        lambda c: ["predict", "--config", str(CONFIG), "--ckpt_path", "missing.ckpt"], ("missing.ckpt",)
     ),
 }
 
